@@ -1,0 +1,132 @@
+"""The generated man page and completion scripts match the code and work.
+
+Owns: failing the suite when ``man/usenetsync.1`` or ``completions/*`` are
+stale (regenerate with ``python3 scripts/gen_docs.py``), when the man page
+does not render cleanly, and when a completion script is not valid shell.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+MAN = REPO / "man" / "usenetsync.1"
+
+
+def _load_generator() -> ModuleType:
+    # scripts/ is not a package; load the file itself so the test checks the
+    # very generator that writes the files.
+    spec = importlib.util.spec_from_file_location("gen_docs", REPO / "scripts" / "gen_docs.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("gen_docs", mod)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def gen() -> ModuleType:
+    return _load_generator()
+
+
+def test_generated_files_are_fresh(gen: ModuleType) -> None:
+    stale = gen.stale(REPO)
+    assert not stale, f"stale generated files {[str(p) for p in stale]}: run `python3 scripts/gen_docs.py`"
+
+
+def test_generation_is_deterministic(gen: ModuleType) -> None:
+    assert gen.render_all() == gen.render_all()
+
+
+def test_man_page_structure(gen: ModuleType) -> None:
+    from usenetsync_cli import __version__
+    from usenetsync_cli.cli.app import cli
+    from usenetsync_cli.errors import EXIT_CODES
+
+    text = MAN.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert any(ln.startswith(".TH USENETSYNC 1 ") for ln in lines)
+    assert f"usenetsync {__version__}" in text
+    for section in ("NAME", "SYNOPSIS", "DESCRIPTION", "COMMANDS", "EXIT STATUS", "ENVIRONMENT", "FILES", "EXAMPLES"):
+        assert f".SH {section}" in lines, section
+    for node in list(gen.walk(cli()))[1:]:
+        assert f".SS {gen.esc(node.title)}" in lines, node.title
+    exit_block = text.split(".SH EXIT STATUS", 1)[1].split(".SH ", 1)[0]
+    for code in EXIT_CODES:
+        assert f"\\fB{code}\\fR" in exit_block, code
+    for var in ("USENETSYNC_HOME", "USENETSYNC_DEBUG"):
+        assert var in text
+    assert not any(ord(c) > 127 for c in text), "non-ASCII must be escaped for groff without preconv"
+
+
+def test_man_page_renders_with_groff_without_warnings() -> None:
+    proc = subprocess.run(
+        ["groff", "-man", "-Tutf8", "-ww", "-z", str(MAN)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == "", proc.stderr
+
+
+def test_man_page_renders_with_man() -> None:
+    from usenetsync_cli.cli.app import cli
+
+    gen = _load_generator()
+    env = {**os.environ, "MANWIDTH": "100", "MAN_KEEP_FORMATTING": "0", "LC_ALL": "C.UTF-8"}
+    proc = subprocess.run(["man", "-l", str(MAN)], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    # Overstrike (x BS x) can leak through when man thinks it may format.
+    out = re.sub(r".\x08", "", proc.stdout)
+    assert "NAME" in out and "EXIT STATUS" in out
+    for node in list(gen.walk(cli()))[1:]:
+        assert node.title in out, node.title
+
+
+@pytest.mark.parametrize(
+    ("shell", "args", "rel"),
+    [
+        ("bash", ["-n"], "completions/usenetsync.bash"),
+        ("zsh", ["-n"], "completions/_usenetsync"),
+        ("fish", ["--no-execute"], "completions/usenetsync.fish"),
+    ],
+)
+def test_completion_script_is_valid_shell(shell: str, args: list[str], rel: str) -> None:
+    exe = shutil.which(shell)
+    assert exe is not None, f"{shell} is missing: scripts/setup.sh installs it"
+    proc = subprocess.run([exe, *args, str(REPO / rel)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_completion_scripts_use_the_runtime_protocol() -> None:
+    # The scripts and the runtime must agree on the variable and the
+    # instruction words, or completion silently offers nothing.
+    bash = (REPO / "completions/usenetsync.bash").read_text()
+    zsh = (REPO / "completions/_usenetsync").read_text()
+    fish = (REPO / "completions/usenetsync.fish").read_text()
+    assert "_USENETSYNC_COMPLETE=complete_bash" in bash
+    assert zsh.startswith("#compdef usenetsync\n"), "compinit needs #compdef on the first line"
+    assert "_USENETSYNC_COMPLETE=complete_zsh" in zsh
+    assert "_USENETSYNC_COMPLETE=complete_fish" in fish
+
+
+def test_bash_completion_answers_through_main() -> None:
+    env = {
+        **os.environ,
+        "_USENETSYNC_COMPLETE": "complete_bash",
+        "COMP_WORDS": "usenetsync st",
+        "COMP_CWORD": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", "from usenetsync_cli.cli.app import main; main()"],
+        capture_output=True, text=True, env=env, cwd=str(REPO), timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["status"], (proc.stdout, proc.stderr)

@@ -1,0 +1,1 @@
+"""usenetsync cli layer (see DESIGN.md §3)."""

@@ -1,0 +1,82 @@
+"""`usenetsync status`: the health of the state at a glance."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from rich.table import Table
+
+from usenetsync_cli.cli.common import JsonOpt, Output, human_bytes, open_state
+from usenetsync_cli.store.report import StatusReport, collect_status
+
+
+def status(json_out: JsonOpt = False) -> None:
+    """Show the home, each shard's size and rows, indexed folders and the last runs.
+
+    Reads only; it takes no lock, so it works while an upload is running.
+
+    Examples:
+
+      usenetsync status
+
+      usenetsync status --json | jq 'select(.type=="status.shard")'
+    """
+    out = Output(json_out)
+    with open_state(lock=False) as state:
+        report = collect_status(state)
+    render(out, report)
+
+
+def _when(ns: int | None) -> str:
+    if not ns:
+        return "-"
+    return dt.datetime.fromtimestamp(ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def render(out: Output, r: StatusReport) -> None:
+    out.emit("status.home", config_dir=r.config_dir, state_dir=r.state_dir, catalog_bytes=r.catalog_bytes)
+    for sh in r.shards:
+        out.emit("status.shard", **sh)
+    for f in r.folders:
+        out.emit("status.folder", **f)
+    for run in r.runs:
+        out.emit("status.run", **run)
+    if out.json:
+        return
+    out.data(f"home: {r.config_dir}  (state: {r.state_dir})")
+    total = sum(s["bytes"] for s in r.shards) + r.catalog_bytes
+    out.data(f"state size: {human_bytes(total)} (catalog {human_bytes(r.catalog_bytes)})")
+    t = Table(title="shards", title_justify="left")
+    for col in ("shard", "size", "file rows", "present files"):
+        t.add_column(col, justify="right")
+    for sh in r.shards:
+        t.add_row(f"{sh['shard']:02d}", human_bytes(sh["bytes"]), f"{sh['file_rows']:,}", f"{sh['present_files']:,}")
+    out.data(t)
+    if r.folders:
+        ft = Table(title="folders", title_justify="left")
+        for col in ("id", "path", "files", "size", "dirs", "last indexed"):
+            ft.add_column(col)
+        for f in r.folders:
+            ft.add_row(
+                str(f["folder_id"]), f["path"], f"{f['files']:,}", human_bytes(f["bytes"]), f"{f['dirs']:,}",
+                _when(f["last_indexed_ns"]),
+            )
+        out.data(ft)
+    else:
+        out.data("no folders indexed yet: run `usenetsync index PATH`")
+    if r.runs:
+        rt = Table(title="last runs", title_justify="left")
+        for col in ("run", "command", "started", "took", "status", "result"):
+            rt.add_column(col)
+        for run in r.runs:
+            took = "-" if not run["finished_ns"] else f"{(run['finished_ns'] - run['started_ns']) / 1e9:.1f} s"
+            rt.add_row(str(run["run_id"]), run["command"], _when(run["started_ns"]), took, run["status"], _result(run))
+        out.data(rt)
+
+
+def _result(run: dict[str, Any]) -> str:
+    s = run.get("summary") or {}
+    if run["command"] == "index" and s:
+        return f"{s.get('new', 0)} new, {s.get('changed', 0)} changed, {s.get('deleted', 0)} deleted"
+    return ""

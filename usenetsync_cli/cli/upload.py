@@ -1,0 +1,170 @@
+"""`usenetsync upload [PATH] [--resume]`: post an indexed folder, check it, resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, human_bytes, open_state
+from usenetsync_cli.config import Config
+from usenetsync_cli.errors import ConfigError, NotFoundError, UploadIncompleteError
+from usenetsync_cli.pipeline.index import resolve_folder
+from usenetsync_cli.pipeline.ratelimit import parse_rate
+from usenetsync_cli.pipeline.upload import UploadOptions, UploadProgress, UploadSummary, upload_folder
+from usenetsync_cli.store import catalog, jobs
+from usenetsync_cli.store.state import State
+
+
+def upload(
+    path: Annotated[
+        Optional[Path],
+        typer.Argument(help="The indexed folder to upload. With --resume it may be left out.", show_default=False),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue the last interrupted upload (PATH may be left out)."),
+    ] = False,
+    server: Annotated[
+        Optional[str], typer.Option("--server", help="Post only to this configured server (default: all posting servers).")
+    ] = None,
+    connections: Annotated[
+        Optional[int], typer.Option("--connections", "-n", min=1, max=200, help="Connections per server (overrides the server's setting).")
+    ] = None,
+    limit_rate: Annotated[
+        Optional[str], typer.Option("--limit-rate", metavar="RATE", help="Cap the upload at RATE bytes/s, e.g. 20M, 512K, 1.5G.")
+    ] = None,
+    segment_size: Annotated[
+        Optional[int],
+        typer.Option("--segment-size", min=16_384, max=768_000, help="Segment payload in bytes (a folder's first upload only; default 768000)."),
+    ] = None,
+    no_check: Annotated[
+        bool, typer.Option("--no-check", help="Skip the STAT post-check (not recommended: 240 alone proves little).")
+    ] = False,
+    json_out: JsonOpt = False,
+    lock_wait: LockWaitOpt = 0.0,
+) -> None:
+    """Segment, encrypt, post and check every not-yet-posted part of an indexed folder.
+
+    Each segment is read, sealed with AES-256-GCM, yEnc-encoded and posted
+    with random Subject/From/name and a Message-ID derived from a secret key,
+    over all connections of the posting servers. Every posted article is
+    then confirmed with STAT; missing ones are posted again. Progress is
+    checkpointed continuously: after Ctrl-C, a crash or `kill -9`, run the
+    same command (or `upload --resume`) and it continues where it stopped.
+    Running it on a finished folder posts nothing.
+
+    Examples:
+
+      usenetsync index ~/Archive && usenetsync upload ~/Archive
+
+      usenetsync upload --resume
+
+      usenetsync upload ~/Archive --connections 8 --limit-rate 20M --json
+    """
+    out = Output(json_out)
+    rate = parse_rate(limit_rate) if limit_rate else None
+    with open_state(lock=True, lock_wait=lock_wait) as state:
+        folder = _pick_folder(state, path, resume)
+        entries = Config.load(state.home).posting_servers(server)
+        specs = []
+        for e in entries:
+            if connections:
+                e.connections = connections
+            specs.append(e.spec())
+        opts = UploadOptions(servers=specs, limit_rate=rate or None, segment_size=segment_size, check=not no_check)
+        with _sigterm_as_interrupt():
+            if out.interactive and not json_out:
+                summary = _with_progress(out, lambda cb: upload_folder(state, folder, opts, progress=cb))
+            else:
+                summary = upload_folder(state, folder, opts, progress=_json_progress(out) if json_out else None)
+    render(out, summary)
+    if not summary.complete:
+        raise UploadIncompleteError(
+            f"{summary.failed + summary.pending + summary.posted_unverified:,} of {summary.segments:,} segments"
+            " are not posted and verified yet"
+            + (f" ({summary.errors[0]})" if summary.errors else ""),
+            hint=f"run `usenetsync upload {summary.folder} --resume` to retry them",
+        )
+
+
+def _pick_folder(state: State, path: Path | None, resume: bool) -> catalog.Folder:
+    if path is None:
+        if not resume:
+            raise ConfigError("give the folder to upload", hint="usenetsync upload PATH (or --resume)")
+        folder_id = jobs.last_unfinished(state.catalog, "upload")
+        if folder_id is None:
+            raise NotFoundError("there is no interrupted upload to resume", hint="start one with `usenetsync upload PATH`")
+        found = catalog.get_folder_by_id(state.catalog, folder_id)
+    else:
+        found = catalog.get_folder(state.catalog, os.fsencode(resolve_folder(path)))
+    if found is None:
+        raise NotFoundError(f"{path} has not been indexed", hint=f"run `usenetsync index {path}` first")
+    return found
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (cron's kill, systemd stop) stops at a safe point like Ctrl-C."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _json_progress(out: Output):  # type: ignore[no-untyped-def]
+    last = [0.0]
+
+    def cb(p: UploadProgress) -> None:
+        if p.elapsed_s - last[0] >= 1.0 or p.segments_done == p.segments_total:
+            last[0] = p.elapsed_s
+            out.emit("upload.progress", **p.__dict__)
+
+    return cb
+
+
+def _with_progress(out: Output, run):  # type: ignore[no-untyped-def]
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"), console=out.err, transient=True,
+    ) as bar:
+        task = bar.add_task("planning", total=None, info="")
+
+        def update(p: UploadProgress) -> None:
+            bar.update(
+                task, description=f"{p.phase} (round {p.round})", total=p.bytes_total or None, completed=p.bytes_done,
+                info=f"{p.segments_done:,}/{p.segments_total:,} articles, {p.connections} conns, {p.retries} retries",
+            )
+
+        return run(update)
+
+
+def render(out: Output, s: UploadSummary) -> None:
+    out.emit("upload.summary", **s.to_dict())
+    for e in s.errors[:5]:
+        out.say(f"[yellow]warning:[/] {e}")
+    if out.json:
+        return
+    if s.posted_now == 0 and s.complete:
+        out.data(f"{s.folder}: nothing to upload; all {s.segments:,} segments are posted and verified")
+        return
+    out.data(
+        f"{s.folder}: posted {s.posted_now:,} articles ({human_bytes(s.bytes_posted)}) in {s.elapsed_s:.1f} s,"
+        f" {s.mb_per_s:.1f} MB/s; packing efficiency {s.efficiency:.3f}"
+    )
+    out.data(
+        f"verified {s.verified:,}/{s.segments:,} segments; re-posted {s.reposted:,}; duplicates confirmed"
+        f" {s.duplicates_confirmed:,}; failed {s.failed:,}; retries {s.retries:,}"
+    )

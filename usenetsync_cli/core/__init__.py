@@ -1,0 +1,1 @@
+"""usenetsync core layer (see DESIGN.md §3)."""

@@ -1,0 +1,1 @@
+"""usenetsync pipeline layer (see DESIGN.md §3)."""

@@ -1,0 +1,103 @@
+"""Post-check: STAT every posted-but-unverified article of a folder.
+
+Owns: the proof that an article arrived. 240 alone never marks a segment
+verified; a pipelined STAT answering 223 does. An article that is missing
+after its 240 goes back to ``planned`` under ``attempt + 1`` (a new
+Message-ID: the old one may be remembered by the server), up to
+``max_attempts``; past that it is ``failed``.
+
+Commit point: one transaction per shard per page of results (``PAGE``
+rows). A crash re-checks at most one page.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from usenetsync_cli.core.msgid import segment_message_id
+from usenetsync_cli.nntp import Connection
+from usenetsync_cli.pipeline.encode import FolderContext
+from usenetsync_cli.store.segments import PAGE, STATE_POSTED
+from usenetsync_cli.store.state import State
+
+_POSTED_PAGE = (
+    "SELECT seg_id, attempt, server_msgid FROM segments"
+    " WHERE folder_id=? AND state=1 AND seg_id>? ORDER BY seg_id LIMIT ?"
+)
+
+
+@dataclass
+class CheckSummary:
+    checked: int = 0
+    verified: int = 0
+    missing: int = 0
+    requeued: int = 0
+    failed: int = 0
+
+
+def check_posted(
+    state: State,
+    folder_id: int,
+    ctx: FolderContext,
+    conn: Connection,
+    *,
+    max_attempts: int,
+    window: int = 256,
+    on_page: Callable[[CheckSummary], None] | None = None,
+) -> CheckSummary:
+    s = CheckSummary()
+    keys = ctx.keys
+    for shard, sconn in enumerate(state.shards):
+        after = 0
+        while True:
+            rows = sconn.execute(_POSTED_PAGE, (folder_id, after, PAGE)).fetchall()
+            if not rows:
+                break
+            after = rows[-1][0]
+            ids = {}
+            for seg_id, attempt, server_id in rows:
+                mid = server_id or segment_message_id(keys.msgid_key, ctx.domains, shard, seg_id, attempt)
+                ids[mid] = (seg_id, attempt)
+            now = time.time_ns()
+            verified: list[tuple[int, int]] = []
+            requeue: list[tuple[int]] = []
+            failed: list[tuple[int]] = []
+            for mid, present in conn.stat_many(list(ids), window=window):
+                seg_id, attempt = ids[mid]
+                s.checked += 1
+                if present:
+                    verified.append((now, seg_id))
+                    s.verified += 1
+                    continue
+                s.missing += 1
+                if attempt + 1 < max_attempts:
+                    requeue.append((seg_id,))
+                    s.requeued += 1
+                else:
+                    failed.append((seg_id,))
+                    s.failed += 1
+            with sconn:
+                sconn.executemany("UPDATE segments SET state=2, checked_ns=? WHERE seg_id=?", verified)
+                sconn.executemany(
+                    "UPDATE segments SET state=0, attempt=attempt+1, server_msgid=NULL,"
+                    " error='missing after posting' WHERE seg_id=?",
+                    requeue,
+                )
+                sconn.executemany(
+                    "UPDATE segments SET state=3, error='missing after posting, attempts used up'"
+                    " WHERE seg_id=?",
+                    failed,
+                )
+            if on_page:
+                on_page(s)
+    return s
+
+
+def posted_count(state: State, folder_id: int) -> int:
+    return sum(
+        c.execute("SELECT count(*) FROM segments WHERE folder_id=? AND state=?", (folder_id, STATE_POSTED))
+        .fetchall()[0][0]
+        for c in state.shards
+    )

@@ -1,0 +1,168 @@
+"""Directory scanning: a generator over ``os.scandir``, one directory at a time.
+
+Owns: walking a folder and reporting, per directory, the regular files and
+symlinks it holds with their lstat (or stat, when following links).
+
+Invariants:
+- Never a list of the whole tree in memory: the generator holds the current
+  directory's entries and a stack of directories still to visit.
+- Paths are bytes end to end, so names that are not UTF-8 round-trip.
+- Symlinks are recorded, not followed, unless ``follow_symlinks``; then
+  directories are identified by (st_dev, st_ino) so a loop is visited once.
+- Nothing here is fatal: an unreadable directory or file is a warning; a
+  file that vanishes between listing and stat is counted, not reported;
+  special files (FIFOs, sockets, devices) are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+S_IFMT = 0o170000
+S_IFREG = 0o100000
+S_IFDIR = 0o040000
+S_IFLNK = 0o120000
+
+KIND_FILE = 0
+KIND_SYMLINK = 1
+
+# (name, kind, size, mtime_ns, ctime_ns, inode, mode, symlink target or None)
+FileEntry = tuple[bytes, int, int, int, int, int, int, bytes | None]
+
+
+@dataclass(slots=True)
+class DirListing:
+    relpath: bytes  # b"" for the root
+    mode: int
+    mtime_ns: int
+    files: list[FileEntry]
+
+
+@dataclass
+class ScanCounters:
+    dirs: int = 0
+    special: int = 0
+    vanished: int = 0
+    warnings: int = 0
+    loops: int = 0
+    warning_samples: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        self.warnings += 1
+        if len(self.warning_samples) < 20:
+            self.warning_samples.append(message)
+
+
+def _join(rel: bytes, name: bytes) -> bytes:
+    return rel + b"/" + name if rel else name
+
+
+def scan_tree(
+    root: bytes,
+    counters: ScanCounters,
+    *,
+    follow_symlinks: bool = False,
+    scandir: Callable[[bytes], object] = os.scandir,
+) -> Iterator[DirListing]:
+    """Yield one ``DirListing`` per directory below (and including) ``root``."""
+    st = os.stat(root)
+    visited: set[tuple[int, int]] = {(st.st_dev, st.st_ino)} if follow_symlinks else set()
+    stack: list[tuple[bytes, int, int]] = [(b"", st.st_mode, st.st_mtime_ns)]
+    sep = b"/"
+    while stack:
+        rel, dmode, dmtime = stack.pop()
+        full = root + sep + rel if rel else root
+        files: list[FileEntry] = []
+        subdirs: list[tuple[bytes, int, int]] = []
+        try:
+            it = scandir(full)
+        except FileNotFoundError:
+            counters.vanished += 1
+            continue
+        except OSError as e:
+            counters.warn(f"cannot read directory {os.fsdecode(full)}: {e.strerror}")
+            continue
+        counters.dirs += 1
+        append = files.append
+        with it:  # type: ignore[attr-defined]
+            try:
+                for entry in it:  # type: ignore[attr-defined]
+                    try:
+                        est = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        counters.vanished += 1
+                        continue
+                    except OSError as e:
+                        counters.warn(f"cannot stat {os.fsdecode(entry.path)}: {e.strerror}")
+                        continue
+                    m = est.st_mode
+                    fmt = m & S_IFMT
+                    if fmt == S_IFREG:
+                        append((entry.name, KIND_FILE, est.st_size, est.st_mtime_ns, est.st_ctime_ns, est.st_ino, m, None))
+                    elif fmt == S_IFDIR:
+                        subdirs.append((_join(rel, entry.name), m, est.st_mtime_ns))
+                    elif fmt == S_IFLNK:
+                        _symlink(entry, rel, est, files, subdirs, counters, follow_symlinks, visited)
+                    else:
+                        counters.special += 1
+            except OSError as e:  # the listing itself failed part-way (e.g. EIO)
+                counters.warn(f"error listing {os.fsdecode(full)}: {e.strerror}")
+        yield DirListing(rel, dmode, dmtime, files)
+        if follow_symlinks:
+            # Directory identity only matters when links can lead back up the tree.
+            for sub in subdirs:
+                try:
+                    sst = os.stat(root + sep + sub[0])
+                except OSError:
+                    continue
+                key = (sst.st_dev, sst.st_ino)
+                if key in visited:
+                    counters.loops += 1
+                    continue
+                visited.add(key)
+                stack.append(sub)
+        else:
+            subdirs.reverse()  # visit in listing order
+            stack.extend(subdirs)
+
+
+def _symlink(
+    entry: os.DirEntry[bytes],
+    rel: bytes,
+    lst: os.stat_result,
+    files: list[FileEntry],
+    subdirs: list[tuple[bytes, int, int]],
+    counters: ScanCounters,
+    follow: bool,
+    visited: set[tuple[int, int]],
+) -> None:
+    name = entry.name
+    if follow:
+        try:
+            tst = entry.stat(follow_symlinks=True)
+        except OSError:
+            counters.warn(f"broken symlink {os.fsdecode(entry.path)} skipped")
+            return
+        fmt = tst.st_mode & S_IFMT
+        if fmt == S_IFREG:
+            files.append(
+                (name, KIND_FILE, tst.st_size, tst.st_mtime_ns, tst.st_ctime_ns, tst.st_ino, tst.st_mode, None)
+            )
+        elif fmt == S_IFDIR:
+            subdirs.append((_join(rel, name), tst.st_mode, tst.st_mtime_ns))
+        else:
+            counters.special += 1
+        return
+    try:
+        target = os.readlink(entry.path)
+    except FileNotFoundError:
+        counters.vanished += 1
+        return
+    except OSError as e:
+        counters.warn(f"cannot read symlink {os.fsdecode(entry.path)}: {e.strerror}")
+        return
+    files.append(
+        (name, KIND_SYMLINK, 0, lst.st_mtime_ns, lst.st_ctime_ns, lst.st_ino, lst.st_mode, target)
+    )

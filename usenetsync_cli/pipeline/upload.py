@@ -1,0 +1,567 @@
+"""The upload pipeline: plan -> read/seal/frame -> N connections -> commit -> STAT.
+
+Owns: running an upload of one indexed folder to completion (or to a clean,
+resumable stop), in rounds. A round plans what is new or changed, posts
+every planned segment, then STATs what was posted; articles found missing
+are re-planned under attempt+1 and the next round posts them again.
+
+Threads and queues (all bounded, so memory does not grow with the job):
+  feeder (1) --work--> encoders (2) --ready--> posters (N) --results--> collector (main)
+The collector is the only writer of segment state during a round.
+
+Commit point: the collector's ``BatchWriter.flush()`` (every ``batch_rows``
+results or ``batch_seconds``), one transaction per shard. A segment row
+says ``posted`` only after its article was answered 240 (or 441 435 and then
+STAT 223). A crash loses at most the results of the open batch; those
+segments are still ``planned`` and are posted again under the same
+Message-ID, which the server answers with 441 435 and STAT confirms: every
+segment stays on the server exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from usenetsync_cli.core.crypto import FolderKeys
+from usenetsync_cli.core.msgid import folder_domains, segment_message_id
+from usenetsync_cli.core.names import WireNames
+from usenetsync_cli.core.packing import DEFAULT_SEGMENT_SIZE
+from usenetsync_cli.errors import ConfigError, InterruptedByUser, NetworkError
+from usenetsync_cli.nntp import Connection, NNTPError, PostingNotAllowed, ServerSpec, TransientError
+from usenetsync_cli.pipeline.check import check_posted
+from usenetsync_cli.pipeline.encode import FolderContext, Work, encode
+from usenetsync_cli.pipeline.feed import DirPaths, iter_work
+from usenetsync_cli.pipeline.plan import plan_folder
+from usenetsync_cli.pipeline.poster import PosterOptions, PosterPool, PostResult, open_connection
+from usenetsync_cli.pipeline.ratelimit import TokenBucket
+from usenetsync_cli.store import db, jobs
+from usenetsync_cli.store.batch import BatchWriter
+from usenetsync_cli.store.catalog import Folder
+from usenetsync_cli.store.segments import (
+    STATE_FAILED,
+    STATE_PLANNED,
+    STATE_POSTED,
+    STATE_SUPERSEDED,
+    STATE_VERIFIED,
+    count_by_state,
+)
+from usenetsync_cli.store.state import NSHARDS, State, shard_path
+
+_END = object()
+
+_POSTED = (
+    "UPDATE segments SET state=1, wire_bytes=?, hash=?, posted_ns=?, server_msgid=?, error=NULL WHERE seg_id=?"
+)
+_MEMBER_HASH = "UPDATE pack_members SET hash=? WHERE seg_id=? AND file_id=?"
+_DROP_MEMBER = "DELETE FROM pack_members WHERE seg_id=? AND file_id=?"
+_BURNT = "UPDATE segments SET attempt=attempt+1, error='server remembers the Message-ID; re-posting' WHERE seg_id=?"
+_FAILED = "UPDATE segments SET state=3, error=? WHERE seg_id=?"
+_SUPERSEDE_SEG = "UPDATE segments SET state=4 WHERE seg_id=?"
+_FILE_GONE = "UPDATE files SET present=0 WHERE file_id=?"
+_FILE_STAT = "UPDATE files SET size=?, mtime_ns=?, ctime_ns=?, inode=?, mode=? WHERE file_id=?"
+_SET_MARK = "INSERT OR REPLACE INTO upload_marks(folder_id, shard, seg_id) VALUES(?,?,?)"
+MARK_RESERVE = 256  # segments handed out per durable mark write
+
+
+@dataclass
+class UploadOptions:
+    servers: list[ServerSpec]
+    limit_rate: int | None = None
+    segment_size: int | None = None
+    encoders: int = 2
+    max_attempts: int = 3
+    max_rounds: int = 4
+    check: bool = True
+    check_delay: float = 1.0
+    batch_rows: int = 500
+    batch_seconds: float = 2.0
+    poster: PosterOptions = field(default_factory=PosterOptions)
+
+
+@dataclass
+class UploadProgress:
+    phase: str  # plan | post | check
+    round: int
+    segments_total: int
+    segments_done: int
+    bytes_total: int
+    bytes_done: int
+    wire_bytes: int
+    retries: int
+    failed: int
+    connections: int
+    elapsed_s: float
+
+
+@dataclass
+class UploadSummary:
+    folder: str
+    segment_size: int
+    segments: int = 0
+    verified: int = 0
+    posted_unverified: int = 0
+    pending: int = 0
+    failed: int = 0
+    posted_now: int = 0
+    duplicates_confirmed: int = 0
+    reposted: int = 0
+    rejected: int = 0
+    changed_sources: int = 0
+    retries: int = 0
+    reconnects: int = 0
+    payload_bytes: int = 0
+    bytes_posted: int = 0
+    wire_bytes_posted: int = 0
+    files_planned: int = 0
+    rounds: int = 0
+    elapsed_s: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.segments == self.verified and not self.failed and not self.pending
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes_posted / 1e6 / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def efficiency(self) -> float:
+        return self.bytes_posted / self.wire_bytes_posted if self.wire_bytes_posted else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(complete=self.complete, mb_per_s=round(self.mb_per_s, 2), efficiency=round(self.efficiency, 4))
+        d["elapsed_s"] = round(self.elapsed_s, 3)
+        return d
+
+
+ProgressFn = Callable[[UploadProgress], None]
+
+
+def folder_context(folder: Folder, groups: tuple[str, ...]) -> FolderContext:
+    keys = FolderKeys.derive(folder.folder_key)
+    return FolderContext(uid=folder.uid, keys=keys, domains=folder_domains(keys.domain_key), groups=groups)
+
+
+def upload_folder(
+    state: State,
+    folder: Folder,
+    opts: UploadOptions,
+    *,
+    progress: ProgressFn | None = None,
+    stop: threading.Event | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> UploadSummary:
+    if not opts.servers:
+        raise ConfigError("no posting server is configured", hint="add one with `usenetsync server add`")
+    stop = stop or threading.Event()
+    seg_size = _segment_size(state, folder, opts.segment_size)
+    summary = UploadSummary(folder=folder.display_path, segment_size=seg_size)
+    ctx = folder_context(folder, opts.servers[0].groups)
+    job_id = jobs.start(state.catalog, folder.folder_id, "upload")
+    t0 = clock()
+    run = _Run(state, folder, ctx, opts, summary, progress, stop, clock, t0)
+    try:
+        for conn in state.shards:  # a resumed job retries what failed last time
+            with conn:
+                conn.execute("UPDATE segments SET state=0 WHERE folder_id=? AND state=3", (folder.folder_id,))
+        checker = run.preflight()
+        try:
+            summary.duplicates_confirmed += probe_in_doubt(state, folder.folder_id, ctx, checker)
+            for rnd in range(1, opts.max_rounds + 1):
+                summary.rounds = rnd
+                plan = plan_folder(state, folder.folder_id, seg_size)
+                summary.files_planned += plan.files_planned + plan.files_replanned
+                pending = _count(state, folder.folder_id, STATE_PLANNED)
+                if pending:
+                    run.post_round(rnd)
+                if opts.check and _count(state, folder.folder_id, STATE_POSTED):
+                    checker = run.check_round(rnd, checker)
+                if not _count(state, folder.folder_id, STATE_PLANNED):
+                    break
+        finally:
+            checker.close()
+    except KeyboardInterrupt:
+        stop.set()
+        _finish(state, folder, summary, clock() - t0)
+        jobs.finish(state.catalog, job_id, "incomplete", summary.to_dict())
+        raise InterruptedByUser(
+            f"upload interrupted: {summary.posted_now:,} articles posted this run, state saved",
+            hint=f"run `usenetsync upload {folder.display_path} --resume` to continue",
+        ) from None
+    except TransientError as e:  # the server went away for good in the check or probe
+        _finish(state, folder, summary, clock() - t0)
+        jobs.finish(state.catalog, job_id, "incomplete", summary.to_dict())
+        raise NetworkError(
+            f"{e}; progress is saved", hint=f"check the server, then run `usenetsync upload {folder.display_path} --resume`"
+        ) from None
+    except BaseException:
+        _finish(state, folder, summary, clock() - t0)
+        jobs.finish(state.catalog, job_id, "incomplete", summary.to_dict())
+        raise
+    _finish(state, folder, summary, clock() - t0)
+    jobs.finish(state.catalog, job_id, "done" if summary.complete else "incomplete", summary.to_dict())
+    return summary
+
+
+def probe_in_doubt(state: State, folder_id: int, ctx: FolderContext, conn: Connection) -> int:
+    """After a crash: STAT the planned segments a dead run may have posted; present ones are verified.
+
+    Only segments at or below the run's durable marks can be in doubt, so
+    this costs at most ``MARK_RESERVE`` STATs per shard, not a sweep of the
+    job. Returns how many were found already on the server (not re-posted).
+    """
+    marks = state.catalog.execute("SELECT shard, seg_id FROM upload_marks WHERE folder_id=?", (folder_id,)).fetchall()
+    found = 0
+    for shard, mark in marks:
+        sconn = state.shards[shard]
+        rows = sconn.execute(
+            "SELECT seg_id, attempt FROM segments WHERE folder_id=? AND state=0 AND seg_id<=?", (folder_id, mark)
+        ).fetchall()
+        ids = {segment_message_id(ctx.keys.msgid_key, ctx.domains, shard, seg_id, att): seg_id for seg_id, att in rows}
+        now = time.time_ns()
+        present = [(now, now, ids[mid]) for mid, ok in conn.stat_many(list(ids)) if ok]
+        with sconn:
+            sconn.executemany("UPDATE segments SET state=2, posted_ns=?, checked_ns=? WHERE seg_id=?", present)
+        found += len(present)
+    with state.catalog:
+        state.catalog.execute("DELETE FROM upload_marks WHERE folder_id=?", (folder_id,))
+    return found
+
+
+def _segment_size(state: State, folder: Folder, wanted: int | None) -> int:
+    row = state.catalog.execute("SELECT segment_size FROM folders WHERE folder_id=?", (folder.folder_id,)).fetchall()
+    current = row[0][0] if row else None
+    if current:
+        if wanted and wanted != current:
+            raise ConfigError(
+                f"this folder's segments are {current:,} bytes; --segment-size cannot change it",
+                hint="drop --segment-size (it applies to a folder's first upload only)",
+            )
+        return int(current)
+    size = wanted or DEFAULT_SEGMENT_SIZE
+    with state.catalog:
+        state.catalog.execute("UPDATE folders SET segment_size=? WHERE folder_id=?", (size, folder.folder_id))
+    return size
+
+
+def _count(state: State, folder_id: int, st: int) -> int:
+    return sum(
+        c.execute("SELECT count(*) FROM segments WHERE folder_id=? AND state=?", (folder_id, st)).fetchall()[0][0]
+        for c in state.shards
+    )
+
+
+def _finish(state: State, folder: Folder, s: UploadSummary, elapsed: float) -> None:
+    s.elapsed_s = elapsed
+    totals: dict[int, list[int]] = {}
+    for conn in state.shards:
+        for st, (n, b) in count_by_state(conn, folder.folder_id).items():
+            t = totals.setdefault(st, [0, 0])
+            t[0] += n
+            t[1] += b
+    live = [st for st in totals if st != STATE_SUPERSEDED]
+    s.segments = sum(totals[st][0] for st in live)
+    s.payload_bytes = sum(totals[st][1] for st in live)
+    s.verified = totals.get(STATE_VERIFIED, [0, 0])[0]
+    s.posted_unverified = totals.get(STATE_POSTED, [0, 0])[0]
+    s.pending = totals.get(STATE_PLANNED, [0, 0])[0]
+    s.failed = totals.get(STATE_FAILED, [0, 0])[0]
+
+
+class _Run:
+    """One upload's rounds; the collector side runs on the caller's thread."""
+
+    def __init__(
+        self, state: State, folder: Folder, ctx: FolderContext, opts: UploadOptions, summary: UploadSummary,
+        progress: ProgressFn | None, stop: threading.Event, clock: Callable[[], float], t0: float,
+    ) -> None:
+        self.state = state
+        self.folder = folder
+        self.ctx = ctx
+        self.opts = opts
+        self.s = summary
+        self.progress = progress
+        self.stop = stop
+        self.clock = clock
+        self.t0 = t0
+        self.bucket = TokenBucket(opts.limit_rate) if opts.limit_rate else None
+        self._last_progress = 0.0
+
+    # ------------------------------------------------------------ connections
+
+    def preflight(self) -> Connection:
+        """Connect once to each server before any work, so a dead server fails fast.
+
+        Returns one open connection for the STAT checks. Servers that refuse
+        us fatally are dropped (with a note); if none is left, the first
+        server's error is raised as it is (typed, with its exit code).
+        """
+        first_err: NNTPError | None = None
+        keep: list[ServerSpec] = []
+        checker: Connection | None = None
+        for spec in self.opts.servers:
+            try:
+                conn = open_connection(spec)
+            except NNTPError as e:
+                first_err = first_err or e
+                self.s.errors.append(f"{spec.name}: {e}")
+                continue
+            if not conn.posting_allowed:
+                conn.close()
+                err = PostingNotAllowed(f"server {spec.name} ({spec.address}) does not allow posting (greeting 201)")
+                first_err = first_err or err
+                self.s.errors.append(str(err))
+                continue
+            keep.append(spec)
+            if checker is None:
+                checker = conn
+            else:
+                conn.close()
+        if checker is None:
+            assert first_err is not None
+            raise first_err
+        self.opts.servers = keep
+        return checker
+
+    # ------------------------------------------------------------ posting
+
+    def post_round(self, rnd: int) -> None:
+        state, fid = self.state, self.folder.folder_id
+        totals = [0, 0]
+        for conn in state.shards:
+            n, b = conn.execute(
+                "SELECT count(*), coalesce(sum(length),0) FROM segments WHERE folder_id=? AND state=0", (fid,)
+            ).fetchall()[0]
+            totals[0] += n
+            totals[1] += b
+        work_q: queue.Queue[object] = queue.Queue(maxsize=64)
+        total_conns = sum(s.connections for s in self.opts.servers)
+        ready_q: queue.Queue[object] = queue.Queue(maxsize=max(4, 2 * total_conns))
+        results_q: queue.Queue[PostResult] = queue.Queue()
+        round_stop = threading.Event()
+        fed = [0]
+        feeder_done = threading.Event()
+        pool = PosterPool(
+            self.opts.servers, ready_q, results_q, round_stop, bucket=self.bucket, options=self.opts.poster
+        )
+
+        def halted() -> bool:
+            return round_stop.is_set() or self.stop.is_set()
+
+        def put(q: queue.Queue[object], item: object) -> bool:
+            while not halted():
+                try:
+                    q.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def feeder() -> None:
+            readers = [db.connect(shard_path(state.home.shards_dir, n)) for n in range(NSHARDS)]
+            cat = db.connect(state.home.catalog_path)
+            try:
+                paths = DirPaths(cat, self.folder.path)
+                for shard in range(NSHARDS):
+                    reserved = 0
+                    for work in iter_work(readers[shard], shard, fid, paths):
+                        if work.seg_id > reserved:
+                            # Durable before any segment below it can reach a server.
+                            reserved = work.seg_id + MARK_RESERVE
+                            with cat:
+                                cat.execute(_SET_MARK, (fid, shard, reserved))
+                        if not put(work_q, work):
+                            return
+                        fed[0] += 1
+            finally:
+                feeder_done.set()
+                for _ in range(self.opts.encoders):
+                    put(work_q, _END)
+                for c in readers:
+                    c.close()
+                cat.close()
+
+        def encoder() -> None:
+            names = WireNames.fresh()
+            while not halted():
+                try:
+                    item = work_q.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if item is _END:
+                    return
+                assert isinstance(item, Work)
+                done = encode(item, self.ctx, names)
+                if done.changed:
+                    results_q.put(PostResult(done, "changed"))
+                elif not put(ready_q, done):
+                    return
+
+        threads = [threading.Thread(target=feeder, name="feeder", daemon=True)]
+        threads += [threading.Thread(target=encoder, name=f"encode-{i}", daemon=True) for i in range(self.opts.encoders)]
+        for t in threads:
+            t.start()
+        pool.start()
+        writer = BatchWriter(state, max_rows=self.opts.batch_rows, max_seconds=self.opts.batch_seconds, clock=self.clock)
+        done = 0
+        done_bytes = 0
+        dead = False
+        try:
+            while True:
+                try:
+                    r: PostResult | None = results_q.get(timeout=0.1)
+                except queue.Empty:
+                    r = None
+                if r is not None:
+                    self._apply(writer, r)
+                    done += 1
+                    done_bytes += r.work.length
+                writer.maybe_flush()
+                self._report("post", rnd, totals, done, done_bytes, pool)
+                if feeder_done.is_set() and done >= fed[0]:
+                    break
+                if pool.alive_total == 0:
+                    dead = True
+                    break
+        except KeyboardInterrupt:
+            round_stop.set()
+            self._drain(writer, results_q, pool, threads)
+            raise
+        finally:
+            writer.flush()
+        if dead:
+            round_stop.set()
+            self._drain(writer, results_q, pool, threads)
+            writer.flush()
+            errs = "; ".join(f"{name}: {e}" for name, e in pool.server_errors.items())
+            first = next(iter(pool.server_errors.values()), None)
+            if isinstance(first, NNTPError) and not first.retryable:
+                raise first
+            raise NetworkError(
+                f"every connection to the server failed ({errs or 'no connection left'}); progress is saved",
+                hint="check the server, then run `usenetsync upload --resume`",
+            )
+        pool.finish(timeout=30)
+        round_stop.set()
+        for t in threads:
+            t.join(timeout=5)
+        # Every result of this round is committed: nothing is in doubt any more.
+        with state.catalog:
+            state.catalog.execute("DELETE FROM upload_marks WHERE folder_id=?", (fid,))
+        self.s.retries += pool.retries
+        self.s.reconnects += pool.reconnects
+        for name, e in pool.server_errors.items():
+            self.s.errors.append(f"{name}: {e}")
+
+    def _drain(
+        self, writer: BatchWriter, results_q: queue.Queue[PostResult], pool: PosterPool, threads: list[threading.Thread]
+    ) -> None:
+        """After a stop: let in-flight POSTs finish (a second or two) and record their results."""
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            try:
+                self._apply(writer, results_q.get(timeout=0.1))
+            except queue.Empty:
+                if pool.alive_total == 0:
+                    break
+        while True:
+            try:
+                self._apply(writer, results_q.get_nowait())
+            except queue.Empty:
+                break
+        writer.flush()
+
+    def _apply(self, w: BatchWriter, r: PostResult) -> None:
+        work, s = r.work, self.s
+        sh = work.shard
+        if r.outcome in ("posted", "duplicate"):
+            w.add(sh, _POSTED, (work.wire_bytes, work.hash, time.time_ns(), r.server_msgid, work.seg_id))
+            for file_id, h in work.member_hashes:
+                w.add(sh, _MEMBER_HASH, (h, work.seg_id, file_id))
+            s.posted_now += 1
+            s.bytes_posted += work.length
+            s.wire_bytes_posted += work.wire_bytes
+            if r.outcome == "duplicate":
+                s.duplicates_confirmed += 1
+        elif r.outcome == "burnt":
+            w.add(sh, _BURNT, (work.seg_id,))
+        elif r.outcome in ("rejected", "failed"):
+            w.add(sh, _FAILED, (r.error or r.outcome, work.seg_id))
+            s.rejected += r.outcome == "rejected"
+            s.errors.append(f"segment {sh}:{work.seg_id}: {r.error}") if len(s.errors) < 20 else None
+        elif r.outcome == "changed":
+            s.changed_sources += 1
+            unreadable = False
+            for src in work.sources:
+                unreadable |= self._refresh_file(w, sh, src.file_id, src.path, (src.size, src.mtime_ns, src.inode))
+            if unreadable and not work.is_pack:
+                w.add(sh, _FAILED, ("cannot read the source file", work.seg_id))
+            elif work.is_pack:
+                w.add(sh, _SUPERSEDE_SEG, (work.seg_id,))
+        if work.dropped and r.outcome != "changed":
+            for file_id in work.dropped:
+                src = next(x for x in work.sources if x.file_id == file_id)
+                w.add(sh, _DROP_MEMBER, (work.seg_id, file_id))
+                self._refresh_file(w, sh, file_id, src.path, (src.size, src.mtime_ns, src.inode))
+                s.changed_sources += 1
+
+    def _refresh_file(
+        self, w: BatchWriter, shard: int, file_id: int, path: bytes, planned: tuple[int, int, int]
+    ) -> bool:
+        """Record a source's current stat so the next round re-plans it; True if it is unchanged (unreadable)."""
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            w.add(shard, _FILE_GONE, (file_id,))
+            return False
+        except OSError:
+            return True
+        if (st.st_size, st.st_mtime_ns, st.st_ino) == planned:
+            return True
+        w.add(shard, _FILE_STAT, (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode, file_id))
+        return False
+
+    def _report(
+        self, phase: str, rnd: int, totals: list[int], done: int, done_bytes: int, pool: PosterPool | None
+    ) -> None:
+        if self.progress is None:
+            return
+        now = self.clock()
+        if now - self._last_progress < 0.1 and done < totals[0]:
+            return
+        self._last_progress = now
+        self.progress(
+            UploadProgress(
+                phase=phase, round=rnd, segments_total=totals[0], segments_done=done, bytes_total=totals[1],
+                bytes_done=done_bytes, wire_bytes=self.s.wire_bytes_posted,
+                retries=self.s.retries + (pool.retries if pool else 0), failed=self.s.rejected,
+                connections=pool.alive_total if pool else 0, elapsed_s=now - self.t0,
+            )
+        )
+
+    # ------------------------------------------------------------ checking
+
+    def check_round(self, rnd: int, checker: Connection) -> Connection:
+        """STAT what this round posted (after ``check_delay``), reconnecting once if needed."""
+        if self.opts.check_delay > 0:
+            self.stop.wait(self.opts.check_delay)
+        for attempt in range(2):
+            try:
+                if checker.closed:
+                    checker = open_connection(self.opts.servers[0])
+                cs = check_posted(self.state, self.folder.folder_id, self.ctx, checker, max_attempts=self.opts.max_attempts)
+                self.s.reposted += cs.requeued
+                return checker
+            except NNTPError as e:
+                checker.close()
+                if attempt or not e.retryable:
+                    raise
+        return checker

@@ -1,0 +1,1 @@
+"""usenetsync store layer (see DESIGN.md §3)."""

@@ -1,0 +1,64 @@
+"""Read-only figures about the state, for ``status``.
+
+Owns: collecting sizes, row counts, folders and last runs into plain data.
+Counting uses indexed queries per shard; nothing loads rows into memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from usenetsync_cli.store import catalog
+from usenetsync_cli.store.state import State, shard_path
+
+
+@dataclass
+class StatusReport:
+    config_dir: str
+    state_dir: str
+    catalog_bytes: int
+    shards: list[dict[str, Any]] = field(default_factory=list)
+    folders: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _file_bytes(path: Any) -> int:
+    total = 0
+    for suffix in ("", "-wal"):
+        p = path.with_name(path.name + suffix)
+        try:
+            total += p.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def collect_status(state: State, runs: int = 8) -> StatusReport:
+    home = state.home
+    rep = StatusReport(
+        config_dir=str(home.config_dir),
+        state_dir=str(home.state_dir),
+        catalog_bytes=_file_bytes(home.catalog_path),
+    )
+    for n, conn in enumerate(state.shards):
+        rows, present = conn.execute("SELECT count(*), coalesce(sum(present), 0) FROM files").fetchall()[0]
+        rep.shards.append(
+            {"shard": n, "bytes": _file_bytes(shard_path(home.shards_dir, n)), "file_rows": rows, "present_files": present}
+        )
+    for f in catalog.list_folders(state.catalog):
+        last = None
+        if f.last_index_run:
+            r = state.catalog.execute("SELECT finished_ns FROM runs WHERE run_id=?", (f.last_index_run,)).fetchall()
+            last = r[0][0] if r else None
+        rep.folders.append(
+            {"folder_id": f.folder_id, "path": f.display_path, "files": f.files, "bytes": f.bytes, "dirs": f.dirs,
+             "last_indexed_ns": last}
+        )
+    for run in catalog.last_runs(state.catalog, runs):
+        rep.runs.append(
+            {"run_id": run.run_id, "command": run.command, "folder_id": run.folder_id, "pid": run.pid,
+             "started_ns": run.started_ns, "finished_ns": run.finished_ns, "status": run.effective_status,
+             "summary": run.summary}
+        )
+    return rep

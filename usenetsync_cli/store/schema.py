@@ -1,0 +1,137 @@
+"""Schemas of catalog.db and of the 16 shard databases, as migration lists.
+
+Owns: table layouts. Entry ``i`` of each list migrates version ``i`` to
+``i + 1`` (see ``db.migrate``); released entries are never edited, only
+appended.
+
+Layout decisions (DESIGN.md §4):
+- A file and its segments live in one shard; rows carry integer keys only.
+- No index on random-looking text (Message-IDs are derived, recomputed).
+- ``files`` is unique on (folder_id, dir_id, name): the indexer merges one
+  directory at a time against it, and the upload planner streams a folder.
+"""
+
+from __future__ import annotations
+
+from usenetsync_cli.store.db import Migration
+
+CATALOG_MIGRATIONS: list[Migration] = [
+    # v1: folders, their directory tree, and command runs.
+    """
+    CREATE TABLE folders(
+        folder_id INTEGER PRIMARY KEY,
+        path BLOB NOT NULL UNIQUE,        -- absolute path, os.fsencode'd
+        uid BLOB NOT NULL,                -- 16 random bytes: stable identity in hashes/AAD
+        folder_key BLOB NOT NULL,         -- 32 random bytes (secret)
+        created_ns INTEGER NOT NULL,
+        last_index_run INTEGER,
+        files INTEGER NOT NULL DEFAULT 0,
+        bytes INTEGER NOT NULL DEFAULT 0,
+        dirs INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE dirs(
+        dir_id INTEGER PRIMARY KEY,
+        folder_id INTEGER NOT NULL,
+        relpath BLOB NOT NULL,            -- b'' for the folder root, b'a/b' below
+        mode INTEGER NOT NULL DEFAULT 0,
+        mtime_ns INTEGER NOT NULL DEFAULT 0,
+        shard_mask INTEGER NOT NULL DEFAULT 0,  -- bit s set: shard s may hold files of this dir
+        present INTEGER NOT NULL DEFAULT 1,
+        seen_run INTEGER NOT NULL DEFAULT 0,
+        UNIQUE(folder_id, relpath)
+    );
+    CREATE TABLE runs(
+        run_id INTEGER PRIMARY KEY,
+        command TEXT NOT NULL,
+        folder_id INTEGER,
+        pid INTEGER NOT NULL,
+        started_ns INTEGER NOT NULL,
+        finished_ns INTEGER,
+        status TEXT NOT NULL DEFAULT 'running',   -- running | ok | failed | interrupted
+        summary TEXT                               -- JSON
+    );
+    """,
+    # v2: per-folder segment size (fixed at the first upload) and upload jobs.
+    """
+    ALTER TABLE folders ADD COLUMN segment_size INTEGER;
+    CREATE TABLE jobs(
+        job_id INTEGER PRIMARY KEY,
+        folder_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,                        -- upload
+        state TEXT NOT NULL,                       -- running | incomplete | done
+        created_ns INTEGER NOT NULL,
+        updated_ns INTEGER NOT NULL,
+        summary TEXT                               -- JSON of the last run
+    );
+    CREATE INDEX jobs_folder ON jobs(folder_id, kind);
+    -- Highest seg_id per shard that an upload may have handed to a connection.
+    -- Written (committed) before the segments below it are fed, so after a
+    -- crash the planned segments at or below it are STATed before re-posting.
+    CREATE TABLE upload_marks(
+        folder_id INTEGER NOT NULL,
+        shard INTEGER NOT NULL,
+        seg_id INTEGER NOT NULL,
+        PRIMARY KEY(folder_id, shard)
+    ) WITHOUT ROWID;
+    """,
+]
+
+SHARD_MIGRATIONS: list[Migration] = [
+    # v1: indexed files (and symlinks).
+    """
+    CREATE TABLE files(
+        file_id INTEGER PRIMARY KEY,
+        folder_id INTEGER NOT NULL,
+        dir_id INTEGER NOT NULL,
+        name BLOB NOT NULL,
+        kind INTEGER NOT NULL,            -- 0 regular file, 1 symlink
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        ctime_ns INTEGER NOT NULL,
+        inode INTEGER NOT NULL,
+        mode INTEGER NOT NULL,
+        target BLOB,                      -- symlink target
+        present INTEGER NOT NULL DEFAULT 1,
+        changed_run INTEGER NOT NULL DEFAULT 0,
+        UNIQUE(folder_id, dir_id, name)
+    );
+    """,
+    # v2: the segment layout and its posting state.
+    #   segments.state: 0 planned, 1 posted (answered 240), 2 verified (STAT 223
+    #   after posting), 3 failed (this run gave up; retried on resume),
+    #   4 superseded (its file changed; no longer part of the layout).
+    #   AUTOINCREMENT: a seg_id is never reused, because (shard, seg_id, attempt)
+    #   derives the Message-ID and the encryption AAD.
+    """
+    ALTER TABLE files ADD COLUMN plan_size INTEGER;
+    ALTER TABLE files ADD COLUMN plan_mtime_ns INTEGER;
+    ALTER TABLE files ADD COLUMN plan_inode INTEGER;
+    CREATE TABLE segments(
+        seg_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        folder_id INTEGER NOT NULL,
+        file_id INTEGER,                  -- NULL for a pack (see pack_members)
+        idx INTEGER NOT NULL,             -- segment number within its file
+        offset INTEGER NOT NULL,          -- file offset of the payload
+        length INTEGER NOT NULL,          -- payload bytes
+        state INTEGER NOT NULL DEFAULT 0,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        wire_bytes INTEGER,
+        hash BLOB,                        -- xxh3_128 of the plaintext payload
+        posted_ns INTEGER,
+        checked_ns INTEGER,
+        server_msgid TEXT,                -- only when 240 named another ID than ours
+        error TEXT
+    );
+    CREATE INDEX segments_work ON segments(folder_id, state, seg_id);
+    CREATE INDEX segments_file ON segments(file_id, idx) WHERE file_id IS NOT NULL;
+    CREATE TABLE pack_members(
+        seg_id INTEGER NOT NULL,
+        file_id INTEGER NOT NULL,
+        pack_offset INTEGER NOT NULL,
+        length INTEGER NOT NULL,
+        hash BLOB,
+        PRIMARY KEY(seg_id, file_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX pack_members_file ON pack_members(file_id);
+    """,
+]

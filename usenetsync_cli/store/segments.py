@@ -1,0 +1,43 @@
+"""Streaming queries over the segment layout of a folder.
+
+Owns: reading segments of one state shard by shard with keyset pagination
+(pages of ``PAGE`` rows, no cursor held open across a page); the feeder
+(pipeline/feed.py) resolves their file paths.
+
+Invariant: memory is bounded by one page whatever the size of the folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import apsw
+
+PAGE = 1000
+STATE_PLANNED, STATE_POSTED, STATE_VERIFIED, STATE_FAILED, STATE_SUPERSEDED = 0, 1, 2, 3, 4
+
+_PENDING = (
+    "SELECT seg_id, file_id, offset, length, attempt FROM segments"
+    " WHERE folder_id=? AND state=? AND seg_id>? ORDER BY seg_id LIMIT ?"
+)
+
+
+def iter_segments(conn: apsw.Connection, folder_id: int, state: int) -> Iterator[tuple[int, ...]]:
+    """(seg_id, file_id, offset, length, attempt) of every segment in ``state``, by seg_id."""
+    after = 0
+    while True:
+        rows = conn.execute(_PENDING, (folder_id, state, after, PAGE)).fetchall()
+        if not rows:
+            return
+        yield from rows
+        after = rows[-1][0]
+
+
+def count_by_state(conn: apsw.Connection, folder_id: int) -> dict[int, tuple[int, int]]:
+    """state -> (segments, payload bytes) for one shard."""
+    return {
+        st: (n, b or 0)
+        for st, n, b in conn.execute(
+            "SELECT state, count(*), sum(length) FROM segments WHERE folder_id=? GROUP BY state", (folder_id,)
+        )
+    }

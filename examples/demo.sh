@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # The main job, end to end, on a local default: index the sample folder into a
-# throw-away home and show the state. (Run `bash scripts/setup.sh` first; the
-# README's one-liner does both.)
+# throw-away home and upload it to the local INN on 127.0.0.1:119 (which
+# `bash scripts/setup.sh` installs and starts; the README's one-liner runs both).
+# Every article is confirmed with STAT before the upload reports success.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 export USENETSYNC_HOME="${USENETSYNC_HOME:-$(mktemp -d /tmp/usenetsync-demo.XXXXXX)}"
-echo "== home: $USENETSYNC_HOME" >&2
-echo "== usenetsync index examples/sample" >&2
+say() { printf '\n== %s\n' "$*" >&2; }
+say "home: $USENETSYNC_HOME"
+say "usenetsync server add local --host 127.0.0.1 --port 119 --group alt.binaries.test"
+usenetsync server add local --host 127.0.0.1 --port 119 --group alt.binaries.test --replace
+usenetsync server test local
+say "usenetsync index examples/sample"
 usenetsync index "$here/sample"
-echo "== usenetsync index examples/sample (again: nothing changed)" >&2
-usenetsync index "$here/sample"
-echo "== usenetsync status" >&2
+say "usenetsync upload examples/sample"
+usenetsync upload "$here/sample"
+say "usenetsync upload examples/sample (again: everything is already up)"
+usenetsync upload "$here/sample"
+say "usenetsync status"
 usenetsync status

@@ -40,6 +40,8 @@ def render(out: Output, r: StatusReport) -> None:
         out.emit("status.shard", **sh)
     for f in r.folders:
         out.emit("status.folder", **f)
+    for job in r.jobs:
+        out.emit("status.job", **job)
     for run in r.runs:
         out.emit("status.run", **run)
     if out.json:
@@ -48,10 +50,15 @@ def render(out: Output, r: StatusReport) -> None:
     total = sum(s["bytes"] for s in r.shards) + r.catalog_bytes
     out.data(f"state size: {human_bytes(total)} (catalog {human_bytes(r.catalog_bytes)})")
     t = Table(title="shards", title_justify="left")
-    for col in ("shard", "size", "file rows", "present files"):
+    for col in ("shard", "size", "file rows", "present files", "segments", "verified", "queued", "failed"):
         t.add_column(col, justify="right")
     for sh in r.shards:
-        t.add_row(f"{sh['shard']:02d}", human_bytes(sh["bytes"]), f"{sh['file_rows']:,}", f"{sh['present_files']:,}")
+        seg = sh["segments"]
+        t.add_row(
+            f"{sh['shard']:02d}", human_bytes(sh["bytes"]), f"{sh['file_rows']:,}", f"{sh['present_files']:,}",
+            f"{sum(seg.values()) - seg['superseded']:,}", f"{seg['verified']:,}",
+            f"{seg['planned'] + seg['posted']:,}", f"{seg['failed']:,}",
+        )
     out.data(t)
     if r.folders:
         ft = Table(title="folders", title_justify="left")
@@ -65,6 +72,17 @@ def render(out: Output, r: StatusReport) -> None:
         out.data(ft)
     else:
         out.data("no folders indexed yet: run `usenetsync index PATH`")
+    if r.jobs:
+        jt = Table(title="uploads", title_justify="left")
+        for col in ("folder", "state", "segments", "verified", "failed", "MB/s", "updated"):
+            jt.add_column(col)
+        for job in r.jobs:
+            js = job["summary"] or {}
+            jt.add_row(
+                job["path"], job["state"], f"{js.get('segments', 0):,}", f"{js.get('verified', 0):,}",
+                f"{js.get('failed', 0):,}", f"{js.get('mb_per_s', 0):.1f}", _when(job["updated_ns"]),
+            )
+        out.data(jt)
     if r.runs:
         rt = Table(title="last runs", title_justify="left")
         for col in ("run", "command", "started", "took", "status", "result"):
@@ -79,4 +97,6 @@ def _result(run: dict[str, Any]) -> str:
     s = run.get("summary") or {}
     if run["command"] == "index" and s:
         return f"{s.get('new', 0)} new, {s.get('changed', 0)} changed, {s.get('deleted', 0)} deleted"
+    if run["command"] == "upload" and s:
+        return f"{s.get('posted_now', 0)} posted, {s.get('verified', 0)}/{s.get('segments', 0)} verified"
     return ""

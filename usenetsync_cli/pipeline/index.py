@@ -23,28 +23,33 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from operator import itemgetter
 from typing import Any
 
 from usenetsync_cli.errors import InputPathError
-from usenetsync_cli.pipeline.scan import KIND_SYMLINK, DirListing, ScanCounters, scan_tree
+from usenetsync_cli.pipeline.scan import DirListing, ScanCounters, scan_tree
 from usenetsync_cli.store import catalog
 from usenetsync_cli.store.batch import BatchWriter
 from usenetsync_cli.store.state import State, iter_mask, shard_of
 
+# New files are upserted: a row may exist for a file that was deleted and came back.
 _INSERT = (
     "INSERT INTO files(folder_id, dir_id, name, kind, size, mtime_ns, ctime_ns, inode, mode, target,"
     " present, changed_run) VALUES(?,?,?,?,?,?,?,?,?,?,1,?)"
+    " ON CONFLICT(folder_id, dir_id, name) DO UPDATE SET kind=excluded.kind, size=excluded.size,"
+    " mtime_ns=excluded.mtime_ns, ctime_ns=excluded.ctime_ns, inode=excluded.inode, mode=excluded.mode,"
+    " target=excluded.target, present=1, changed_run=excluded.changed_run"
 )
 _UPDATE = (
-    "UPDATE files SET kind=?, size=?, mtime_ns=?, ctime_ns=?, inode=?, mode=?, target=?, present=1,"
-    " changed_run=? WHERE file_id=?"
+    "UPDATE files SET kind=?, size=?, mtime_ns=?, ctime_ns=?, inode=?, mode=?, target=?, changed_run=?"
+    " WHERE folder_id=? AND dir_id=? AND name=?"
 )
-_DELETE = "UPDATE files SET present=0, changed_run=? WHERE file_id=?"
-# Columns 1..8 mirror scan.FileEntry so a stored row compares to a scanned
-# entry with one tuple comparison.
+_DELETE = "UPDATE files SET present=0, changed_run=? WHERE folder_id=? AND dir_id=? AND name=?"
+# Columns after dir_id mirror scan.FileEntry, so a stored row compares to a
+# scanned entry with one tuple comparison. Only present files are read.
 _SELECT_DIRS = (
-    "SELECT dir_id, name, kind, size, mtime_ns, ctime_ns, inode, mode, target, file_id, present"
-    " FROM files WHERE folder_id=? AND dir_id IN ({})"
+    "SELECT dir_id, name, kind, size, mtime_ns, ctime_ns, inode, mode, target"
+    " FROM files WHERE folder_id=? AND dir_id IN ({}) AND present=1"
 )
 
 
@@ -128,6 +133,7 @@ def index_folder(
         catalog.finish_run(cat, run_id, "interrupted" if isinstance(e, KeyboardInterrupt) else "failed", None)
         raise
     summary.dirs = counters.dirs
+    summary.symlinks = counters.symlinks
     summary.special_skipped = counters.special
     summary.vanished = counters.vanished
     summary.warnings = counters.warnings
@@ -140,6 +146,7 @@ def index_folder(
     return summary
 
 
+_size = itemgetter(2)
 DIR_BATCH = 64  # directories whose stored rows are read with one query per shard
 FILE_BATCH = 8192
 
@@ -197,7 +204,6 @@ def _merge_batch(
             stored[r[0]][r[1]] = r
     add = writer.add
     seen_dirs = []
-    files = nbytes = unchanged = symlinks = 0
     for listing in batch:
         rel = listing.relpath
         if rel in known:
@@ -209,20 +215,21 @@ def _merge_batch(
                 (fid, rel, listing.mode, listing.mtime_ns, run_id),
             )
             dir_id, mask = cat.last_insert_rowid(), 0
+        entries = listing.files
+        s.files += len(entries)
+        s.bytes += sum(map(_size, entries))
         rows = stored.get(dir_id, {})
+        pop = rows.pop
         new_mask = mask
         prefix = rel + b"/" if rel else b""
-        for entry in listing.files:
+        touched = 0
+        for entry in entries:
+            old = pop(entry[0], None)
+            if old is not None and old[1:] == entry:
+                continue  # unchanged: the common case costs one dict pop and one compare
+            touched += 1
             name = entry[0]
             size = entry[2]
-            files += 1
-            nbytes += size
-            if entry[1] == KIND_SYMLINK:
-                symlinks += 1
-            old = rows.pop(name, None)
-            if old is not None and old[10] and old[1:9] == entry:
-                unchanged += 1
-                continue
             sh = shard_of(uid, prefix + name)
             if old is None:
                 if not new_mask >> sh & 1:
@@ -234,26 +241,20 @@ def _merge_batch(
                         "UPDATE dirs SET shard_mask=? WHERE dir_id=?", (new_mask, dir_id)
                     )
                 add(sh, _INSERT, (fid, dir_id, *entry, run_id))
-            else:
-                add(sh, _UPDATE, (*entry[1:], run_id, old[9]))
-            if old is not None and old[10]:
-                s.changed += 1
-                s.changed_bytes += size
-            else:  # new, or a deleted file came back
                 s.new += 1
                 s.new_bytes += size
-        for name, old in rows.items():
-            if old[10]:  # present before, gone now
-                add(shard_of(uid, prefix + name), _DELETE, (run_id, old[9]))
-                s.deleted += 1
+            else:
+                add(sh, _UPDATE, (*entry[1:], run_id, fid, dir_id, name))
+                s.changed += 1
+                s.changed_bytes += size
+        s.unchanged += len(entries) - touched
+        for name in rows:  # present before, gone now
+            add(shard_of(uid, prefix + name), _DELETE, (run_id, fid, dir_id, name))
+            s.deleted += 1
     if seen_dirs:
         writer.catalog().executemany(  # type: ignore[attr-defined]
             "UPDATE dirs SET mode=?, mtime_ns=?, present=1, seen_run=? WHERE dir_id=?", seen_dirs
         )
-    s.files += files
-    s.bytes += nbytes
-    s.unchanged += unchanged
-    s.symlinks += symlinks
 
 
 def _sweep_unseen_dirs(state: State, folder: catalog.Folder, run_id: int, s: IndexSummary) -> None:

@@ -31,6 +31,9 @@ _NEEDS_PLAN = (
     " ORDER BY file_id LIMIT ?"
 )
 _SUPERSEDE = "UPDATE segments SET state=4 WHERE file_id=? AND state<>4"
+_SUPERSEDE_EMPTY_PACK = (
+    "UPDATE segments SET state=4 WHERE seg_id=? AND NOT EXISTS (SELECT 1 FROM pack_members WHERE seg_id=?)"
+)
 _INSERT_SEG = "INSERT INTO segments(folder_id, file_id, idx, offset, length) VALUES(?,?,?,?,?)"
 _INSERT_MEMBER = "INSERT INTO pack_members(seg_id, file_id, pack_offset, length) VALUES(?,?,?,?)"
 _MARK_PLANNED = "UPDATE files SET plan_size=size, plan_mtime_ns=mtime_ns, plan_inode=inode WHERE file_id=?"
@@ -76,7 +79,10 @@ def _plan_chunk(
             # The file changed since it was planned: its old segments (posted or
             # not) no longer describe it, and it leaves any pack it was in.
             conn.execute(_SUPERSEDE, (file_id,))
+            packs = conn.execute("SELECT seg_id FROM pack_members WHERE file_id=?", (file_id,)).fetchall()
             conn.execute("DELETE FROM pack_members WHERE file_id=?", (file_id,))
+            for (seg_id,) in packs:  # a pack left with no members carries nothing
+                conn.execute(_SUPERSEDE_EMPTY_PACK, (seg_id, seg_id))
             s.files_replanned += 1
         else:
             s.files_planned += 1

@@ -40,9 +40,8 @@ from usenetsync_cli.pipeline.feed import DirPaths, iter_work
 from usenetsync_cli.pipeline.plan import plan_folder
 from usenetsync_cli.pipeline.poster import PosterOptions, PosterPool, PostResult, open_connection
 from usenetsync_cli.pipeline.ratelimit import TokenBucket
-from usenetsync_cli.store import db, jobs
+from usenetsync_cli.store import catalog, db, jobs
 from usenetsync_cli.store.batch import BatchWriter
-from usenetsync_cli.store.catalog import Folder
 from usenetsync_cli.store.segments import (
     STATE_FAILED,
     STATE_PLANNED,
@@ -145,14 +144,14 @@ class UploadSummary:
 ProgressFn = Callable[[UploadProgress], None]
 
 
-def folder_context(folder: Folder, groups: tuple[str, ...]) -> FolderContext:
+def folder_context(folder: catalog.Folder, groups: tuple[str, ...]) -> FolderContext:
     keys = FolderKeys.derive(folder.folder_key)
     return FolderContext(uid=folder.uid, keys=keys, domains=folder_domains(keys.domain_key), groups=groups)
 
 
 def upload_folder(
     state: State,
-    folder: Folder,
+    folder: catalog.Folder,
     opts: UploadOptions,
     *,
     progress: ProgressFn | None = None,
@@ -166,6 +165,7 @@ def upload_folder(
     summary = UploadSummary(folder=folder.display_path, segment_size=seg_size)
     ctx = folder_context(folder, opts.servers[0].groups)
     job_id = jobs.start(state.catalog, folder.folder_id, "upload")
+    run_id = catalog.start_run(state.catalog, "upload", folder.folder_id)
     t0 = clock()
     run = _Run(state, folder, ctx, opts, summary, progress, stop, clock, t0)
     try:
@@ -192,6 +192,7 @@ def upload_folder(
         stop.set()
         _finish(state, folder, summary, clock() - t0)
         jobs.finish(state.catalog, job_id, "incomplete", summary.to_dict())
+        catalog.finish_run(state.catalog, run_id, "interrupted", summary.to_dict())
         raise InterruptedByUser(
             f"upload interrupted: {summary.posted_now:,} articles posted this run, state saved",
             hint=f"run `usenetsync upload {folder.display_path} --resume` to continue",
@@ -199,15 +200,18 @@ def upload_folder(
     except TransientError as e:  # the server went away for good in the check or probe
         _finish(state, folder, summary, clock() - t0)
         jobs.finish(state.catalog, job_id, "incomplete", summary.to_dict())
+        catalog.finish_run(state.catalog, run_id, "failed", summary.to_dict())
         raise NetworkError(
             f"{e}; progress is saved", hint=f"check the server, then run `usenetsync upload {folder.display_path} --resume`"
         ) from None
     except BaseException:
         _finish(state, folder, summary, clock() - t0)
         jobs.finish(state.catalog, job_id, "incomplete", summary.to_dict())
+        catalog.finish_run(state.catalog, run_id, "failed", summary.to_dict())
         raise
     _finish(state, folder, summary, clock() - t0)
     jobs.finish(state.catalog, job_id, "done" if summary.complete else "incomplete", summary.to_dict())
+    catalog.finish_run(state.catalog, run_id, "ok" if summary.complete else "incomplete", summary.to_dict())
     return summary
 
 
@@ -236,7 +240,7 @@ def probe_in_doubt(state: State, folder_id: int, ctx: FolderContext, conn: Conne
     return found
 
 
-def _segment_size(state: State, folder: Folder, wanted: int | None) -> int:
+def _segment_size(state: State, folder: catalog.Folder, wanted: int | None) -> int:
     row = state.catalog.execute("SELECT segment_size FROM folders WHERE folder_id=?", (folder.folder_id,)).fetchall()
     current = row[0][0] if row else None
     if current:
@@ -259,7 +263,7 @@ def _count(state: State, folder_id: int, st: int) -> int:
     )
 
 
-def _finish(state: State, folder: Folder, s: UploadSummary, elapsed: float) -> None:
+def _finish(state: State, folder: catalog.Folder, s: UploadSummary, elapsed: float) -> None:
     s.elapsed_s = elapsed
     totals: dict[int, list[int]] = {}
     for conn in state.shards:
@@ -280,7 +284,7 @@ class _Run:
     """One upload's rounds; the collector side runs on the caller's thread."""
 
     def __init__(
-        self, state: State, folder: Folder, ctx: FolderContext, opts: UploadOptions, summary: UploadSummary,
+        self, state: State, folder: catalog.Folder, ctx: FolderContext, opts: UploadOptions, summary: UploadSummary,
         progress: ProgressFn | None, stop: threading.Event, clock: Callable[[], float], t0: float,
     ) -> None:
         self.state = state

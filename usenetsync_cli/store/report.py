@@ -9,8 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from usenetsync_cli.store import catalog
+from usenetsync_cli.store import catalog, jobs
 from usenetsync_cli.store.state import State, shard_path
+
+
+SEGMENT_STATES = ("planned", "posted", "verified", "failed", "superseded")
 
 
 @dataclass
@@ -21,6 +24,7 @@ class StatusReport:
     shards: list[dict[str, Any]] = field(default_factory=list)
     folders: list[dict[str, Any]] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)
+    jobs: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _file_bytes(path: Any) -> int:
@@ -43,8 +47,11 @@ def collect_status(state: State, runs: int = 8) -> StatusReport:
     )
     for n, conn in enumerate(state.shards):
         rows, present = conn.execute("SELECT count(*), coalesce(sum(present), 0) FROM files").fetchall()[0]
+        by_state = dict(conn.execute("SELECT state, count(*) FROM segments GROUP BY state").fetchall())
         rep.shards.append(
-            {"shard": n, "bytes": _file_bytes(shard_path(home.shards_dir, n)), "file_rows": rows, "present_files": present}
+            {"shard": n, "bytes": _file_bytes(shard_path(home.shards_dir, n)), "file_rows": rows,
+             "present_files": present,
+             "segments": {name: by_state.get(code, 0) for code, name in enumerate(SEGMENT_STATES)}}
         )
     for f in catalog.list_folders(state.catalog):
         last = None
@@ -55,6 +62,10 @@ def collect_status(state: State, runs: int = 8) -> StatusReport:
             {"folder_id": f.folder_id, "path": f.display_path, "files": f.files, "bytes": f.bytes, "dirs": f.dirs,
              "last_indexed_ns": last}
         )
+    paths = {f["folder_id"]: f["path"] for f in rep.folders}
+    for job in jobs.list_jobs(state.catalog):
+        job["path"] = paths.get(job["folder_id"], "?")
+        rep.jobs.append(job)
     for run in catalog.last_runs(state.catalog, runs):
         rep.runs.append(
             {"run_id": run.run_id, "command": run.command, "folder_id": run.folder_id, "pid": run.pid,

@@ -1,0 +1,86 @@
+"""Tests of upload planning: layout rows, packing per shard, and re-planning."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from usenetsync_cli.pipeline.index import index_folder
+from usenetsync_cli.pipeline.plan import plan_folder
+from usenetsync_cli.store import catalog
+from usenetsync_cli.store.home import Home
+from usenetsync_cli.store.state import State
+
+SEG = 10_000
+
+
+@pytest.fixture
+def state(tmp_path: Path):  # type: ignore[no-untyped-def]
+    with State.open(Home.resolve(tmp_path / "home")) as s:
+        yield s
+
+
+def _coverage(state: State, folder_id: int) -> dict[tuple[int, int], list[tuple[int, int]]]:
+    """(shard, file_id) -> [(offset, length)] of every live segment or pack member covering it."""
+    cov: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for sh, conn in enumerate(state.shards):
+        for file_id, off, length in conn.execute(
+            "SELECT file_id, offset, length FROM segments WHERE folder_id=? AND file_id IS NOT NULL AND state<>4",
+            (folder_id,),
+        ):
+            cov.setdefault((sh, file_id), []).append((off, length))
+        for file_id, length, seglen in conn.execute(
+            "SELECT m.file_id, m.length, s.length FROM pack_members m JOIN segments s USING(seg_id) WHERE s.state<>4"
+        ):
+            assert length <= seglen
+            cov.setdefault((sh, file_id), []).append((0, length))
+    return cov
+
+
+def test_every_byte_planned_once(state: State, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    sizes = [0, 1, 100, SEG // 2 - 1, SEG // 2, SEG, SEG + 1, 3 * SEG + 7] + [200] * 50
+    for i, n in enumerate(sizes):
+        (src / f"f{i}").write_bytes(os.urandom(n))
+    index_folder(state, src)
+    folder = catalog.get_folder(state.catalog, os.fsencode(src.resolve()))
+    assert folder is not None
+    p = plan_folder(state, folder.folder_id, SEG)
+    assert p.files_planned == len(sizes) and p.bytes == sum(sizes)
+    cov = _coverage(state, folder.folder_id)
+    sizes_by_id = {
+        (sh, fid): size for sh, c in enumerate(state.shards) for fid, size in c.execute("SELECT file_id, size FROM files")
+    }
+    for fid, size in sizes_by_id.items():
+        spans = sorted(cov.get(fid, []))
+        assert sum(length for _, length in spans) == size
+        pos = 0
+        for off, length in spans:
+            assert off == pos
+            pos += length
+    # small files are packed: far fewer segments than files
+    assert p.packs < 50 and p.segments < len(sizes)
+    assert plan_folder(state, folder.folder_id, SEG).segments == 0  # nothing new to plan
+
+
+def test_changed_file_supersedes_its_old_segments(state: State, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big").write_bytes(os.urandom(3 * SEG))
+    (src / "small").write_bytes(b"x" * 10)
+    index_folder(state, src)
+    folder = catalog.get_folder(state.catalog, os.fsencode(src.resolve()))
+    assert folder is not None
+    plan_folder(state, folder.folder_id, SEG)
+    (src / "big").write_bytes(os.urandom(2 * SEG))
+    (src / "small").write_bytes(b"y" * 20)
+    index_folder(state, src)
+    p = plan_folder(state, folder.folder_id, SEG)
+    assert p.files_replanned == 2 and p.segments == 3  # 2 for big, one new pack for small
+    superseded = sum(c.execute("SELECT count(*) FROM segments WHERE state=4").fetchall()[0][0] for c in state.shards)
+    assert superseded == 4  # the 3 old segments of big, and the pack small left empty
+    cov = _coverage(state, folder.folder_id)
+    assert sorted(sum(length for _, length in v) for v in cov.values()) == [20, 2 * SEG]

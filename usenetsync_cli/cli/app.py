@@ -30,6 +30,9 @@ from usenetsync_cli.cli import index as index_cmd
 from usenetsync_cli.cli import status as status_cmd
 from usenetsync_cli.cli import upload as upload_cmd
 from usenetsync_cli.cli.server import server_app
+from usenetsync_cli.cli import download as download_cmd
+from usenetsync_cli.cli.keys import keys_app
+from usenetsync_cli.cli.share import share_app
 from usenetsync_cli.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -77,7 +80,10 @@ def _root(
 app.command("index")(index_cmd.index)
 app.command("status")(status_cmd.status)
 app.command("upload")(upload_cmd.upload)
+app.command("download")(download_cmd.download)
 app.add_typer(server_app, name="server")
+app.add_typer(keys_app, name="keys")
+app.add_typer(share_app, name="share")
 
 
 def cli() -> Command:

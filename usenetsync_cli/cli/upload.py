@@ -85,7 +85,9 @@ def upload(
                 summary = _with_progress(out, lambda cb: upload_folder(state, folder, opts, progress=cb))
             else:
                 summary = upload_folder(state, folder, opts, progress=_json_progress(out) if json_out else None)
-    render(out, summary)
+        render(out, summary)
+        if summary.complete:
+            _publish_pending(out, state, folder, server)
     if not summary.complete:
         raise UploadIncompleteError(
             f"{summary.failed + summary.pending + summary.posted_unverified:,} of {summary.segments:,} segments"
@@ -93,6 +95,16 @@ def upload(
             + (f" ({summary.errors[0]})" if summary.errors else ""),
             hint=f"run `usenetsync upload {summary.folder} --resume` to retry them",
         )
+
+
+def _publish_pending(out: Output, state: State, folder: catalog.Folder, server: str | None) -> None:
+    """Shares created before the folder was fully up are published now (the upload itself succeeded)."""
+    from usenetsync_cli.cli.share import try_publish
+    from usenetsync_cli.pipeline.shares import list_shares
+
+    for share in list_shares(state, folder.folder_id):
+        if share.version == 0:
+            try_publish(out, state, share, None, server)
 
 
 def _pick_folder(state: State, path: Path | None, resume: bool) -> catalog.Folder:

@@ -74,6 +74,26 @@ CATALOG_MIGRATIONS: list[Migration] = [
         PRIMARY KEY(folder_id, shard)
     ) WITHOUT ROWID;
     """,
+    # v3: shares of a folder and their published versions.
+    """
+    CREATE TABLE shares(
+        share_pk INTEGER PRIMARY KEY,
+        folder_id INTEGER NOT NULL,
+        name TEXT NOT NULL UNIQUE,        -- local label (defaults to the folder's name)
+        kind TEXT NOT NULL,               -- public | password | private
+        share_id TEXT NOT NULL UNIQUE,    -- us1…; for public shares it carries the key (secret)
+        share_key BLOB NOT NULL,          -- 32 bytes (secret)
+        key_wrap BLOB NOT NULL DEFAULT x'', -- password shares: the key wrapped by the password
+        recipients TEXT NOT NULL DEFAULT '[]', -- private shares: JSON list of uspk1… public keys
+        version INTEGER NOT NULL DEFAULT 0,    -- last published version (0: never)
+        created_ns INTEGER NOT NULL,
+        published_ns INTEGER,
+        files INTEGER NOT NULL DEFAULT 0,
+        bytes INTEGER NOT NULL DEFAULT 0,
+        index_parts INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX shares_folder ON shares(folder_id);
+    """,
 ]
 
 SHARD_MIGRATIONS: list[Migration] = [

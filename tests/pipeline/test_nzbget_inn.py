@@ -1,0 +1,320 @@
+"""download_nzb against the real INN: Nyuu-style multi-part yEnc posts, NZB round trip,
+missing and corrupt articles, hostile names, resume and re-runs.
+
+The poster here is written independently of the product (raw NNTP from
+tests.support, yEnc framing by hand around sabctools.yenc_encode), the way
+Nyuu/ngPost frame multi-part posts, so the downloader is checked against
+other posters' articles rather than our own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sabctools
+
+from tests.support.faultproxy import FaultProxy
+from tests.support.inn import InnServer
+from tests.support.rawnntp import fresh_message_id, make_article
+from usenetsync_cli.core.nzb import NzbFile, open_nzb_for_write, parse_nzb
+from usenetsync_cli.errors import NetworkError
+from usenetsync_cli.nntp import AuthFailed, ConnectFailed, Connection, ServerSpec
+from usenetsync_cli.pipeline import nzbget
+from usenetsync_cli.pipeline.nzbget import NzbProgress, download_nzb
+
+PART = 50_000
+POSTER = "Tester <tester@test.invalid>"
+
+
+@dataclass
+class Posted:
+    name: str
+    data: bytes
+    subject_fmt: str  # "{i}" and "{n}" are filled per part
+    segments: list[tuple[int, int, str]]  # (number, article bytes, message-id)
+    articles: list[bytes]  # unposted article bytes, for tests that post late
+
+
+def build(inn: InnServer, name: str, data: bytes, *, subject: str | None = None) -> Posted:
+    """Frame ``data`` as multi-part yEnc articles (not posted yet)."""
+    n = -(-len(data) // PART)
+    file_crc = zlib.crc32(data)
+    fmt = subject if subject is not None else '[1/2] - "' + name.replace("{", "{{").replace("}", "}}") + '" yEnc ({i}/{n})'
+    segments: list[tuple[int, int, str]] = []
+    articles: list[bytes] = []
+    for i in range(1, n + 1):
+        begin, end = (i - 1) * PART + 1, min(i * PART, len(data))
+        chunk = data[begin - 1 : end]
+        encoded, pcrc = sabctools.yenc_encode(chunk)
+        body = (
+            f"=ybegin part={i} total={n} line=128 size={len(data)} name={name}\r\n"
+            f"=ypart begin={begin} end={end}\r\n"
+        ).encode() + encoded + f"\r\n=yend size={len(chunk)} part={i} pcrc32={pcrc:08x} crc32={file_crc:08x}\r\n".encode()
+        msgid = fresh_message_id("nzbget")
+        article = make_article(msgid, body, group=inn.group, subject=fmt.format(i=i, n=n), sender=POSTER)
+        segments.append((i, len(article), msgid))
+        articles.append(article)
+    return Posted(name, data, fmt, segments, articles)
+
+
+def post(inn: InnServer, posted: Posted, only: set[int] | None = None) -> Posted:
+    with inn.connect() as conn:
+        for (number, _, msgid), article in zip(posted.segments, posted.articles):
+            if only is None or number in only:
+                code, text = conn.post(article)
+                assert code == 240, (msgid, code, text)
+        conn.quit()
+    return posted
+
+
+def write_nzb(path: Path, inn: InnServer, *posted: Posted) -> list[NzbFile]:
+    with open_nzb_for_write(path, title="test") as w:
+        for p in posted:
+            n = len(p.segments)
+            w.add_file(p.subject_fmt.format(i=1, n=n), POSTER, 1_700_000_000, [inn.group], p.segments)
+    return parse_nzb(path)
+
+
+def spec(inn: InnServer, **kw: object) -> ServerSpec:
+    return ServerSpec(name="inn", host=inn.host, port=inn.port, timeout=10.0, **kw)  # type: ignore[arg-type]
+
+
+def visible(dest: Path) -> set[str]:
+    return {p.name for p in dest.iterdir()}
+
+
+def test_two_files_round_trip(inn: InnServer, tmp_path: Path) -> None:
+    a = post(inn, build(inn, "alpha.bin", os.urandom(4 * PART + 1234)))  # 5 parts
+    b = post(inn, build(inn, "beta & <gamma>.dat", os.urandom(3 * PART)))  # 3 parts, XML-special name
+    files = write_nzb(tmp_path / "t.nzb.gz", inn, a, b)
+    dest = tmp_path / "dest"
+    events: list[NzbProgress] = []
+
+    s = download_nzb(files, dest, [spec(inn)], connections=3, progress=events.append)
+
+    assert s.files_ok == ["alpha.bin", "beta & <gamma>.dat"] and s.files_damaged == []
+    assert (dest / "alpha.bin").read_bytes() == a.data
+    assert (dest / "beta & <gamma>.dat").read_bytes() == b.data
+    assert visible(dest) == {"alpha.bin", "beta & <gamma>.dat"}  # no .part or sidecar left
+    assert s.articles == 8 and s.bytes == len(a.data) + len(b.data) and s.mb_per_s > 0
+    assert events and events[-1].files_done == 2
+
+    # A second run finds both files complete (size + crc32 checked against one
+    # article each) and neither refetches them nor writes duplicates.
+    again = download_nzb(files, dest, [spec(inn)], connections=2)
+    assert sorted(again.files_present) == ["alpha.bin", "beta & <gamma>.dat"]
+    assert again.articles == 2 and again.bytes == 0 and visible(dest) == {"alpha.bin", "beta & <gamma>.dat"}
+
+
+def test_cancelled_article_reports_damaged_file(inn: InnServer, tmp_path: Path) -> None:
+    a = post(inn, build(inn, "gone.bin", os.urandom(3 * PART + 7)))
+    b = post(inn, build(inn, "fine.bin", os.urandom(2 * PART + 1)))
+    inn.cancel(a.segments[1][2])  # part 2
+    files = write_nzb(tmp_path / "t.nzb", inn, a, b)
+    dest = tmp_path / "dest"
+
+    s = download_nzb(files, dest, [spec(inn)], connections=2)
+
+    assert s.files_ok == ["fine.bin"]
+    assert s.files_damaged == [("gone.bin", [2])]
+    assert [(f.file, f.number) for f in s.failures] == [("gone.bin", 2)]
+    assert "430" in s.failures[0].reason
+    assert (dest / "fine.bin").read_bytes() == b.data
+    # The damaged file is never visible under its final name.
+    assert not (dest / "gone.bin").exists()
+    part = (dest / "gone.bin.part").read_bytes()
+    assert len(part) == len(a.data)
+    assert part[:PART] == a.data[:PART] and part[2 * PART :] == a.data[2 * PART :]
+    assert part[PART : 2 * PART] == bytes(PART)  # the hole stays a hole
+    sidecar = json.loads((dest / "gone.bin.part.json").read_text())
+    assert sorted(e[0] for e in sidecar["done"]) == [1, 3, 4]
+
+
+def record_bodies(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Record (server name, message-id) of every BODY the product's client sends."""
+    seen: list[tuple[str, str]] = []
+    original = Connection.body_many
+
+    def body_many(self: Connection, msgids: Iterable[str], window: int = 8) -> Iterator[tuple[str, bytes | None]]:
+        def tap() -> Iterator[str]:
+            for mid in msgids:
+                seen.append((f"{self.spec.name}#{id(self)}", mid))
+                yield mid
+
+        return original(self, tap(), window)
+
+    monkeypatch.setattr(Connection, "body_many", body_many)
+    return seen
+
+
+@pytest.mark.parametrize("servers", [1, 2])
+def test_missing_article_is_retried_once_elsewhere(
+    inn: InnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, servers: int
+) -> None:
+    a = post(inn, build(inn, "retry.bin", os.urandom(4 * PART)))
+    lost = a.segments[2][2]
+    inn.cancel(lost)
+    files = write_nzb(tmp_path / "t.nzb", inn, a)
+    seen = record_bodies(monkeypatch)
+    # One server with three connections, or two servers (the same INN under two names).
+    specs = [spec(inn, connections=3)] if servers == 1 else [
+        ServerSpec(name=n, host=inn.host, port=inn.port, timeout=10.0, connections=1) for n in ("one", "two")
+    ]
+
+    s = download_nzb(files, tmp_path / "dest", specs)
+
+    assert s.files_damaged == [("retry.bin", [3])]
+    asked = [who for who, mid in seen if mid == lost]
+    assert len(asked) == 2 and asked[0] != asked[1]  # once, then once more on another connection
+    if servers == 2:
+        assert {who.split("#")[0] for who in asked} == {"one", "two"}
+    assert sorted(mid for _, mid in seen if mid != lost) == sorted(m for _, _, m in a.segments if m != lost)
+
+
+def test_corrupt_article_is_a_crc_failure(inn: InnServer, tmp_path: Path) -> None:
+    a = post(inn, build(inn, "bent.bin", os.urandom(3 * PART)))
+    b = post(inn, build(inn, "straight.bin", os.urandom(PART + 10)))
+    victim = a.segments[2][2]  # part 3
+    body = inn.body(victim)
+    assert body is not None
+    data_start = body.index(b"\r\n", body.index(b"=ypart")) + 2
+    # A lowercase letter flips to another plain character: same length, new CRC.
+    offset = next(i for i in range(data_start + 200, len(body)) if 0x61 <= body[i] <= 0x7A)
+    inn.corrupt(victim, offset)
+    files = write_nzb(tmp_path / "t.nzb", inn, a, b)
+
+    s = download_nzb(files, tmp_path / "dest", [spec(inn)], connections=2)
+
+    assert s.files_damaged == [("bent.bin", [3])]
+    assert "CRC" in s.failures[0].reason
+    assert s.files_ok == ["straight.bin"]
+    assert (tmp_path / "dest" / "straight.bin").read_bytes() == b.data
+
+
+def test_hostile_names_stay_inside_dest(inn: InnServer, tmp_path: Path) -> None:
+    quoted = post(inn, build(inn, "../../etc/evil", os.urandom(2 * PART + 5)))
+    # No quoted name in the Subject: the name comes from the yEnc header.
+    unquoted = post(inn, build(inn, "/etc/passwd2", os.urandom(PART + 3), subject="anon post yEnc ({i}/{n})"))
+    dotdot = post(inn, build(inn, "..", os.urandom(100), subject="x yEnc ({i}/{n})"))
+    files = write_nzb(tmp_path / "t.nzb", inn, quoted, unquoted, dotdot)
+    dest = tmp_path / "a" / "b" / "dest"
+
+    s = download_nzb(files, dest, [spec(inn)], connections=2)
+
+    assert s.files_damaged == []
+    assert visible(dest) == {"evil", "passwd2", "nzb-file-0003"}
+    assert (dest / "evil").read_bytes() == quoted.data
+    assert (dest / "passwd2").read_bytes() == unquoted.data
+    assert (dest / "nzb-file-0003").read_bytes() == dotdot.data
+    assert visible(tmp_path) == {"a", "t.nzb"} and visible(tmp_path / "a") == {"b"}
+
+
+def test_resume_skips_parts_already_written(inn: InnServer, tmp_path: Path) -> None:
+    # Run 1 sees parts 3 and 4 missing (not posted yet): a real partial run
+    # that leaves name.part + sidecar with parts 1 and 2 done.
+    a = post(inn, build(inn, "resume.bin", os.urandom(3 * PART + 99)), only={1, 2})
+    files = write_nzb(tmp_path / "t.nzb", inn, a)
+    dest = tmp_path / "dest"
+    first = download_nzb(files, dest, [spec(inn)], connections=2)
+    assert first.files_damaged == [("resume.bin", [3, 4])]
+    assert visible(dest) == {"resume.bin.part", "resume.bin.part.json"}
+
+    # The missing parts arrive; the ones already written vanish from the
+    # server, so run 2 can only succeed if it does not fetch them again.
+    post(inn, a, only={3, 4})
+    for number, _, msgid in a.segments[:2]:
+        inn.cancel(msgid)
+    second = download_nzb(files, dest, [spec(inn)], connections=2)
+
+    assert second.files_ok == ["resume.bin"] and second.files_damaged == []
+    assert second.parts_resumed == 2 and second.articles == 2
+    assert (dest / "resume.bin").read_bytes() == a.data
+    assert visible(dest) == {"resume.bin"}
+
+
+def test_broken_or_foreign_sidecar_is_not_trusted(inn: InnServer, tmp_path: Path) -> None:
+    a = post(inn, build(inn, "fresh.bin", os.urandom(2 * PART)))
+    b = post(inn, build(inn, "other.bin", os.urandom(PART)))
+    files = write_nzb(tmp_path / "t.nzb", inn, a, b)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    # Scrap: a .part whose sidecar cannot be read is started over.
+    (dest / "fresh.bin.part").write_bytes(b"\xff" * len(a.data))
+    (dest / "fresh.bin.part.json").write_text("{not json")
+    # Another download's partial file (a valid sidecar for other segments) is left alone.
+    foreign = {"format": 1, "segments": "0" * 64, "size": 3, "crc32": None, "done": [[1, 1, 3, 0]]}
+    (dest / "other.bin.part").write_bytes(b"abc")
+    (dest / "other.bin.part.json").write_text(json.dumps(foreign))
+
+    s = download_nzb(files, dest, [spec(inn)], connections=1)
+
+    assert s.files_ok == ["fresh.bin", "other (1).bin"] and s.parts_resumed == 0
+    assert (dest / "fresh.bin").read_bytes() == a.data
+    assert (dest / "other (1).bin").read_bytes() == b.data
+    assert (dest / "other.bin.part").read_bytes() == b"abc"
+    assert visible(dest) == {"fresh.bin", "other (1).bin", "other.bin.part", "other.bin.part.json"}
+
+
+def test_existing_different_file_is_never_overwritten(inn: InnServer, tmp_path: Path) -> None:
+    a = post(inn, build(inn, "same.bin", os.urandom(PART + 1)))
+    files = write_nzb(tmp_path / "t.nzb", inn, a)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "same.bin").write_bytes(b"mine")
+
+    s = download_nzb(files, dest, [spec(inn)], connections=2)
+
+    assert s.files_ok == ["same (1).bin"] and s.files_present == []
+    assert (dest / "same.bin").read_bytes() == b"mine"
+    assert (dest / "same (1).bin").read_bytes() == a.data
+
+
+def test_auth_failure_raises_typed_error(inn: InnServer, tmp_path: Path) -> None:
+    a = post(inn, build(inn, "locked.bin", os.urandom(100)))
+    files = write_nzb(tmp_path / "t.nzb", inn, a)
+    bad = ServerSpec(name="inn-auth", host=inn.host, port=inn.auth_port, user=inn.user, password="wrong", timeout=10.0)
+    with pytest.raises(AuthFailed):
+        download_nzb(files, tmp_path / "dest", [bad], connections=2)
+    assert not (tmp_path / "dest" / "locked.bin").exists()
+
+
+@pytest.fixture
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nzbget, "_BACKOFF_BASE", 0.05)
+    monkeypatch.setattr(nzbget, "_BACKOFF_CAP", 0.2)
+
+
+@pytest.mark.usefixtures("fast_backoff")
+@pytest.mark.parametrize("fault", ["drop", "400"])
+def test_lost_connection_is_reconnected_and_nothing_is_lost(inn: InnServer, tmp_path: Path, fault: str) -> None:
+    a = post(inn, build(inn, "bumpy.bin", os.urandom(5 * PART + 3)))
+    files = write_nzb(tmp_path / "t.nzb", inn, a)
+    with FaultProxy(inn.host, inn.port) as proxy:
+        if fault == "drop":
+            proxy.drop_after_client_bytes(150)  # an RST while pipelined BODYs are in flight
+        else:
+            proxy.inject_reply(b"BODY", b"400 server going down\r\n")  # and it hangs up
+        via = ServerSpec(name="proxy", host="127.0.0.1", port=proxy.port, timeout=5.0)
+        s = download_nzb(files, tmp_path / "dest", [via], connections=2)
+        assert sum(proxy.faults_fired.values()) == 1
+    assert s.files_ok == ["bumpy.bin"] and s.files_damaged == []
+    assert (tmp_path / "dest" / "bumpy.bin").read_bytes() == a.data
+
+
+@pytest.mark.usefixtures("fast_backoff")
+def test_unreachable_server_raises_typed_error_and_keeps_progress(inn: InnServer, tmp_path: Path) -> None:
+    a = post(inn, build(inn, "later.bin", os.urandom(100)))
+    files = write_nzb(tmp_path / "t.nzb", inn, a)
+    with FaultProxy(inn.host, inn.port) as proxy:
+        proxy.down()
+        via = ServerSpec(name="proxy", host="127.0.0.1", port=proxy.port, timeout=5.0)
+        with pytest.raises(ConnectFailed) as info:
+            download_nzb(files, tmp_path / "dest", [via], connections=2)
+    assert isinstance(info.value, NetworkError) and "proxy" in str(info.value)
+    assert list((tmp_path / "dest").iterdir()) == []

@@ -1,0 +1,219 @@
+"""`usenetsync share create|list|show|update|revoke`: who can read a folder, and its published index."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, human_bytes, open_state
+from usenetsync_cli.config import Config, read_secret_file
+from usenetsync_cli.core.identity import Identity, PublicIdentity
+from usenetsync_cli.errors import ConfigError, CryptoError, NotFoundError
+from usenetsync_cli.pipeline.index import resolve_folder
+from usenetsync_cli.pipeline.publish import NotUploadedError
+from usenetsync_cli.pipeline.shares import Share, create_share, get_share, list_shares, publish, revoke
+from usenetsync_cli.store import catalog
+from usenetsync_cli.store.keystore import load_identity
+from usenetsync_cli.store.state import State
+
+share_app = typer.Typer(help="Share indexed folders: public, password or private (to chosen public keys).", no_args_is_help=True)
+
+PassphraseOpt = Annotated[
+    Optional[Path],
+    typer.Option("--passphrase-file", help="File holding the passphrase of your identity key (else USENETSYNC_PASSPHRASE_FILE or a prompt)."),
+]
+ServerOpt = Annotated[Optional[str], typer.Option("--server", help="Post the index to this configured server (default: the first posting server).")]
+
+
+def read_password(password_file: Path | None, *, confirm: bool = False) -> str:
+    """A share password from a 0600 file, else a prompt on a terminal; never from the command line."""
+    if password_file is not None:
+        return read_secret_file(password_file, what="password file")
+    if not sys.stdin.isatty():
+        raise ConfigError("a password is needed", hint="pass --password-file FILE (mode 0600)")
+    pw = getpass.getpass("share password: ")
+    if confirm and getpass.getpass("again: ") != pw:
+        raise ConfigError("the two passwords differ")
+    if not pw:
+        raise ConfigError("the password is empty")
+    return pw
+
+
+def try_publish(
+    out: Output, state: State, share: Share, passphrase_file: Path | None, server: str | None,
+    identity: Identity | None = None,
+) -> None:
+    try:
+        identity = identity or load_identity(state.home, passphrase_file)
+        spec = Config.load(state.home).posting_servers(server)[0].spec()
+        result = publish(state, share, identity, spec)
+    except (NotUploadedError, ConfigError, CryptoError) as e:
+        out.say(f"share {share.name!r} not published yet: {e.message} (it will be at the end of the next complete upload, or run `usenetsync share update {share.name}`)")
+        out.emit("share.pending", name=share.name, reason=e.message)
+        return
+    share = get_share(state, share.name)
+    out.emit("share.published", name=share.name, kind=share.kind, version=result.version, share_id=share.share_id,
+             index_parts=result.parts, records=result.records)
+    out.say(f"published share {share.name!r} version {result.version} ({result.records:,} index records)")
+    if not out.json:
+        out.data(share.share_id)
+
+
+@share_app.command("create")
+def create(
+    path: Annotated[Path, typer.Argument(help="The indexed folder to share.")],
+    public: Annotated[bool, typer.Option("--public", help="Anyone with the share ID can read it (the ID carries the key).")] = False,
+    password: Annotated[bool, typer.Option("--password", help="Readers need the share ID and a password.")] = False,
+    password_file: Annotated[Optional[Path], typer.Option("--password-file", help="Read the share password from this 0600 file.")] = None,
+    to: Annotated[Optional[list[str]], typer.Option("--to", metavar="PUBKEY", help="A recipient's public key (uspk1…); repeatable. Makes a private share.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="A local name for the share (default: the folder's name).")] = None,
+    passphrase_file: PassphraseOpt = None,
+    server: ServerOpt = None,
+    json_out: JsonOpt = False,
+    lock_wait: LockWaitOpt = 0.0,
+) -> None:
+    """Define a share of an indexed folder and publish its index once the folder is uploaded.
+
+    Exactly one of --public, --password, --to. The share ID is printed once,
+    when the index is published (now, if the folder is fully uploaded; else at
+    the end of the next complete `upload`). `share show NAME --show-id` prints it again.
+
+    Examples:
+
+      usenetsync share create ~/Photos --public
+
+      usenetsync share create ~/Docs --password --password-file ~/.share-pw
+
+      usenetsync share create ~/Work --to uspk1q… --to uspk1z…
+    """
+    out = Output(json_out)
+    kinds = [k for k, on in (("public", public), ("password", password or password_file is not None), ("private", bool(to))) if on]
+    if len(kinds) != 1:
+        raise ConfigError("choose exactly one of --public, --password, --to PUBKEY")
+    kind = kinds[0]
+    recipients = [PublicIdentity.from_text(t) for t in to or []]
+    pw = read_password(password_file, confirm=True) if kind == "password" else None
+    with open_state(lock=True, lock_wait=lock_wait) as state:
+        folder = catalog.get_folder(state.catalog, os.fsencode(resolve_folder(path)))
+        if folder is None:
+            raise NotFoundError(f"{path} has not been indexed", hint=f"run `usenetsync index {path}` first")
+        identity = load_identity(state.home, passphrase_file)
+        share = create_share(state, folder, identity, kind=kind, name=name or Path(folder.display_path).name,
+                             password=pw, recipients=recipients)
+        out.emit("share.created", name=share.name, kind=kind, folder=folder.display_path)
+        out.say(f"created {kind} share {share.name!r} of {folder.display_path}")
+        try_publish(out, state, share, passphrase_file, server, identity)
+
+
+@share_app.command("list")
+def list_(
+    show_id: Annotated[bool, typer.Option("--show-id", help="Also print share IDs (secret for public shares).")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """List shares: kind, version, size, files, publication state.
+
+    Example:
+
+      usenetsync share list --json
+    """
+    out = Output(json_out)
+    with open_state(lock=False) as state:
+        shares = list_shares(state)
+        paths = {f.folder_id: f.display_path for f in catalog.list_folders(state.catalog)}
+    for sh in shares:
+        out.emit("share", folder=paths.get(sh.folder_id, "?"), **sh.to_public_dict(show_id))
+    if out.json:
+        return
+    if not shares:
+        out.data("no shares yet: `usenetsync share create PATH --public|--password|--to PUBKEY`")
+        return
+    t = Table()
+    for col in ("name", "kind", "folder", "version", "files", "size", "state") + (("share ID",) if show_id else ()):
+        t.add_column(col)
+    for sh in shares:
+        row = [sh.name, sh.kind, paths.get(sh.folder_id, "?"), str(sh.version), f"{sh.files:,}", human_bytes(sh.bytes),
+               "published" if sh.version else "pending upload"]
+        t.add_row(*row, *((sh.share_id,) if show_id else ()))
+    out.data(t)
+
+
+@share_app.command("show")
+def show(
+    name: Annotated[str, typer.Argument(help="The share's name.")],
+    show_id: Annotated[bool, typer.Option("--show-id", help="Print the share ID (secret for public shares).")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show one share (recipients' public keys, version, size); the ID only with --show-id.
+
+    Example:
+
+      usenetsync share show Photos --show-id
+    """
+    out = Output(json_out)
+    with open_state(lock=False) as state:
+        sh = get_share(state, name)
+    out.emit("share", **sh.to_public_dict(show_id))
+    if out.json:
+        return
+    out.data(f"{sh.name}: {sh.kind} share, version {sh.version or '(not yet published)'}, {sh.files:,} files, {human_bytes(sh.bytes)}")
+    for r in sh.recipients:
+        out.data(f"  recipient {r}")
+    if show_id:
+        out.data(sh.share_id)
+
+
+@share_app.command("update")
+def update(
+    name: Annotated[str, typer.Argument(help="The share to publish anew.")],
+    passphrase_file: PassphraseOpt = None,
+    server: ServerOpt = None,
+    json_out: JsonOpt = False,
+    lock_wait: LockWaitOpt = 0.0,
+) -> None:
+    """Publish a new version after the folder was re-indexed and uploaded; the share ID stays the same.
+
+    Example:
+
+      usenetsync index ~/Photos && usenetsync upload ~/Photos && usenetsync share update Photos
+    """
+    out = Output(json_out)
+    with open_state(lock=True, lock_wait=lock_wait) as state:
+        sh = get_share(state, name)
+        identity = load_identity(state.home, passphrase_file)
+        spec = Config.load(state.home).posting_servers(server)[0].spec()
+        result = publish(state, sh, identity, spec)
+    out.emit("share.published", name=name, version=result.version, index_parts=result.parts, records=result.records)
+    out.say(f"published share {name!r} version {result.version}")
+
+
+@share_app.command("revoke")
+def revoke_cmd(
+    name: Annotated[str, typer.Argument(help="The private share.")],
+    to: Annotated[str, typer.Option("--to", metavar="PUBKEY", help="The recipient to remove.")],
+    passphrase_file: PassphraseOpt = None,
+    server: ServerOpt = None,
+    json_out: JsonOpt = False,
+    lock_wait: LockWaitOpt = 0.0,
+) -> None:
+    """Remove a recipient: publishes a new version under a new share key they cannot open.
+
+    What they already downloaded stays theirs.
+
+    Example:
+
+      usenetsync share revoke Work --to uspk1q…
+    """
+    out = Output(json_out)
+    with open_state(lock=True, lock_wait=lock_wait) as state:
+        sh = revoke(state, get_share(state, name), PublicIdentity.from_text(to))
+        identity = load_identity(state.home, passphrase_file)
+        spec = Config.load(state.home).posting_servers(server)[0].spec()
+        result = publish(state, sh, identity, spec)
+    out.emit("share.revoked", name=name, version=result.version)
+    out.say(f"revoked; published share {name!r} version {result.version} under a new key")

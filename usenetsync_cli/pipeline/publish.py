@@ -1,0 +1,253 @@
+"""Publishing a share version: stream the manifest, post its parts, then its root.
+
+Owns: turning the state of a fully uploaded folder into a signed, encrypted
+share index on the server (format: core/manifest.py).
+
+Order and commit point:
+1. the manifest is streamed from the shards (memory: one record), zstd-
+   compressed, cut into parts, sealed, and each part posted as soon as it is
+   full; part Message-IDs include a random per-publication nonce, so a
+   crashed publication never collides with a later one;
+2. every part is STAT-confirmed;
+3. the root article (signed header) is posted and STAT-confirmed;
+4. commit point: the share's ``version`` in catalog.db is updated.
+A crash before 4 leaves orphan articles and the old version current; if the
+root's Message-ID turns out to be taken (a crash between 3 and 4), the next
+version number is used, so readers (who probe for the newest root) always
+find a complete index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import zstandard
+
+from usenetsync_cli.core.article import build_article, format_date
+from usenetsync_cli.core.crypto import FolderKeys, new_nonce, seal_segment
+from usenetsync_cli.core.manifest import (
+    FORMAT,
+    PART_BYTES,
+    RootHeader,
+    dumps_record,
+    encode_root,
+    index_aad,
+    path_str,
+)
+from usenetsync_cli.core.msgid import folder_domains, index_message_id
+from usenetsync_cli.core.names import WireNames
+from usenetsync_cli.errors import UsenetSyncError
+from usenetsync_cli.nntp import Connection, DuplicateArticle, ServerSpec
+from usenetsync_cli.pipeline.poster import open_connection
+from usenetsync_cli.store import catalog
+from usenetsync_cli.store.state import State
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+
+class NotUploadedError(UsenetSyncError):
+    """The folder is not fully posted and verified, so its index cannot be published yet."""
+
+    exit_code = 14
+    hint = "run `usenetsync upload PATH` first; the share is published when every segment is up"
+
+
+def root_message_id(locator_key: bytes, version: int) -> str:
+    return index_message_id(locator_key, b"root", version, 0, folder_domains(locator_key)[0])
+
+
+def part_message_id(locator_key: bytes, nonce: bytes, version: int, part: int) -> str:
+    domains = folder_domains(locator_key)
+    return index_message_id(locator_key, b"part" + nonce, version, part, domains[part % len(domains)])
+
+
+# ---------------------------------------------------------------- manifest records
+
+
+def iter_records(state: State, folder: catalog.Folder) -> Iterator[list[Any]]:
+    """Every manifest record of the folder's current layout; raises if anything is not verified."""
+    seg_size = state.catalog.execute("SELECT segment_size FROM folders WHERE folder_id=?", (folder.folder_id,)).fetchall()
+    keys = FolderKeys.derive(folder.folder_key)
+    yield ["H", {
+        "format": FORMAT, "segment_size": seg_size[0][0] if seg_size and seg_size[0][0] else 0,
+        "folder_uid": folder.uid.hex(), "enc_key": keys.enc_key.hex(), "msgid_key": keys.msgid_key.hex(),
+        "domains": list(folder_domains(keys.domain_key)), "files": folder.files, "bytes": folder.bytes,
+    }]
+    count = 1
+    dirs: dict[int, bytes] = {}
+    for dir_id, rel, mode, mtime in state.catalog.execute(
+        "SELECT dir_id, relpath, mode, mtime_ns FROM dirs WHERE folder_id=? AND present=1 ORDER BY relpath",
+        (folder.folder_id,),
+    ):
+        dirs[dir_id] = rel
+        if rel:
+            yield ["D", path_str(rel), mode, mtime]
+            count += 1
+    fid = folder.folder_id
+
+    def rel_of(dir_id: int, name: bytes) -> str:
+        base = dirs[dir_id]
+        return path_str(base + b"/" + name if base else name)
+
+    for shard, conn in enumerate(state.shards):
+        for file_id, dir_id, name, kind, size, mtime, mode, target, planned in conn.execute(
+            "SELECT file_id, dir_id, name, kind, size, mtime_ns, mode, target,"
+            " plan_size IS size AND plan_mtime_ns IS mtime_ns AND plan_inode IS inode"
+            " FROM files WHERE folder_id=? AND present=1 ORDER BY file_id",
+            (fid,),
+        ).fetchall():
+            path = rel_of(dir_id, name)
+            if kind == 1:
+                yield ["L", path, path_str(target or b""), mtime]
+            elif size == 0:
+                yield ["E", path, mtime, mode]
+            else:
+                if not planned:
+                    raise NotUploadedError(f"{path!r} changed since the last upload")
+                segs = conn.execute(
+                    "SELECT seg_id, attempt, length, hash, server_msgid, state FROM segments"
+                    " WHERE file_id=? AND state<>4 ORDER BY idx",
+                    (file_id,),
+                ).fetchall()
+                if not segs:
+                    continue  # packed: emitted with its pack below
+                if any(s[5] != 2 for s in segs):
+                    raise NotUploadedError(f"{path!r} is not fully posted and verified")
+                yield ["F", path, size, mtime, mode,
+                       [[shard, s[0], s[1], s[2], s[3].hex() if s[3] else None, s[4]] for s in segs]]
+            count += 1
+        for seg_id, attempt, length, h, server_id, st in conn.execute(
+            "SELECT seg_id, attempt, length, hash, server_msgid, state FROM segments"
+            " WHERE folder_id=? AND file_id IS NULL AND state<>4 ORDER BY seg_id",
+            (fid,),
+        ).fetchall():
+            members = conn.execute(
+                "SELECT f.dir_id, f.name, f.size, f.mtime_ns, f.mode, m.pack_offset, m.hash FROM pack_members m"
+                " JOIN files f ON f.file_id=m.file_id WHERE m.seg_id=? AND f.present=1 ORDER BY m.pack_offset",
+                (seg_id,),
+            ).fetchall()
+            if not members:
+                continue
+            if st != 2:
+                raise NotUploadedError("some small files are not fully posted and verified")
+            yield ["K", shard, seg_id, attempt, length, h.hex() if h else None, server_id]
+            count += 1
+            for dir_id, name, size, mtime, mode, off, mh in members:
+                yield ["P", rel_of(dir_id, name), size, mtime, mode, off, mh.hex() if mh else None]
+                count += 1
+    yield ["T", count + 1]
+
+
+# ---------------------------------------------------------------- posting
+
+
+@dataclass
+class Published:
+    version: int
+    parts: int
+    index_bytes: int
+    records: int
+
+
+@dataclass(frozen=True)
+class ShareSecrets:
+    kind: str
+    locator_key: bytes
+    share_key: bytes
+    key_wrap: bytes
+
+
+class _PartPoster:
+    """Seals and posts index parts one by one, hashing what it posts."""
+
+    def __init__(self, conn: Connection, secrets: ShareSecrets, version: int, groups: tuple[str, ...]) -> None:
+        self.conn = conn
+        self.secrets = secrets
+        self.version = version
+        self.groups = groups
+        self.nonce = os.urandom(8)
+        self.aes = AESGCM(secrets.share_key)
+        self.digest = hashlib.sha256()
+        self.parts = 0
+        self.bytes = 0
+        self.ids: list[str] = []
+        self.names = WireNames.fresh()
+
+    def post(self, chunk: bytes) -> None:
+        part = self.parts
+        sealed = seal_segment(self.aes, index_aad(self.secrets.locator_key, self.version, part), chunk, new_nonce())
+        self.digest.update(sealed)
+        mid = part_message_id(self.secrets.locator_key, self.nonce, self.version, part)
+        _post_article(self.conn, mid, sealed, self.groups, self.names)
+        self.ids.append(mid)
+        self.parts += 1
+        self.bytes += len(sealed)
+
+
+def _post_article(conn: Connection, mid: str, payload: bytes, groups: tuple[str, ...], names: WireNames) -> None:
+    bufs = build_article(
+        message_id=mid, subject=names.subject(), poster=names.poster(), newsgroups=groups,
+        date=format_date(time.time()), payload=payload, yenc_name=names.yenc_name(),
+    )
+    conn.post(bufs, mid)
+
+
+def publish_version(
+    state: State,
+    folder: catalog.Folder,
+    secrets: ShareSecrets,
+    *,
+    version: int,
+    spec: ServerSpec,
+    sign: Callable[[bytes], bytes],
+    sign_pub: bytes,
+    box_pub: bytes,
+    key_wrap_for_version: Callable[[], bytes],
+) -> Published:
+    """Post one complete version (parts, then root). Returns what was published."""
+    conn = open_connection(spec)
+    try:
+        poster = _PartPoster(conn, secrets, version, spec.groups)
+        comp = zstandard.ZstdCompressor(level=3).compressobj()
+        buf = bytearray()
+        records = 0
+        for rec in iter_records(state, folder):
+            buf += comp.compress(dumps_record(rec))
+            records += 1
+            while len(buf) >= PART_BYTES:
+                poster.post(bytes(buf[:PART_BYTES]))
+                del buf[:PART_BYTES]
+        buf += comp.flush()
+        while buf:
+            poster.post(bytes(buf[:PART_BYTES]))
+            del buf[:PART_BYTES]
+        missing = [m for m, ok in conn.stat_many(poster.ids) if not ok]
+        if missing:
+            raise NotUploadedError(f"{len(missing)} share index articles did not arrive", hint="run the command again")
+        header = RootHeader(
+            kind=secrets.kind, version=version, parts=poster.parts, index_sha256=poster.digest.digest(),
+            index_bytes=poster.bytes, sign_pub=sign_pub, box_pub=box_pub, created=int(time.time()),
+            key_wrap=key_wrap_for_version(), part_nonce=poster.nonce,
+        )
+        mid = root_message_id(secrets.locator_key, version)
+        try:
+            _post_article(conn, mid, encode_root(header, sign), spec.groups, WireNames.fresh())
+        except DuplicateArticle:
+            # A crashed publication got as far as its root: that version is taken
+            # (and complete). Publish ours, sealed anew, as the next one.
+            conn.close()
+            return publish_version(
+                state, folder, secrets, version=version + 1, spec=spec, sign=sign, sign_pub=sign_pub,
+                box_pub=box_pub, key_wrap_for_version=key_wrap_for_version,
+            )
+        if not conn.stat(mid):
+            raise NotUploadedError("the share's root article did not arrive", hint="run the command again")
+        conn.quit()
+        return Published(version=version, parts=poster.parts, index_bytes=poster.bytes, records=records)
+    finally:
+        conn.close()

@@ -1,0 +1,214 @@
+"""Shares of a folder: create, publish (new versions), revoke, and open for download.
+
+Owns: the share rows in catalog.db and the choice of key material per share
+kind (DESIGN.md §6):
+- public: the share ID carries a 32-byte secret; locator and share key both
+  derive from it;
+- password: the share ID carries a 16-byte locator secret; a random share
+  key is wrapped by the password (scrypt) once, at creation;
+- private: as password, but the key is wrapped anew at every publication for
+  each recipient (ephemeral X25519), padded so the count is hidden.
+Revoking a recipient draws a new share key and publishes a new version.
+
+Commit point: a share row is written at creation; its ``version`` only after
+``publish_version`` has posted and confirmed a complete version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from usenetsync_cli.core.identity import Identity, PublicIdentity
+from usenetsync_cli.core.keywrap import unwrap_for_recipient, unwrap_with_password, wrap_for_recipients, wrap_with_password
+from usenetsync_cli.core.shareid import ShareId, locator_key, public_share_key
+from usenetsync_cli.errors import ConfigError, NotFoundError, TamperedError
+from usenetsync_cli.nntp import Connection, ServerSpec
+from usenetsync_cli.pipeline.publish import Published, ShareSecrets, publish_version
+from usenetsync_cli.pipeline.share_index import OpenedIndex, iter_records, open_index
+from usenetsync_cli.store import catalog
+from usenetsync_cli.store.state import State
+
+KINDS = ("public", "password", "private")
+
+
+@dataclass
+class Share:
+    share_pk: int
+    folder_id: int
+    name: str
+    kind: str
+    share_id: str
+    share_key: bytes
+    key_wrap: bytes
+    recipients: list[str]
+    version: int
+    created_ns: int
+    published_ns: int | None
+    files: int
+    bytes: int
+    index_parts: int
+
+    def __repr__(self) -> str:  # the ID of a public share and the key are secrets
+        return f"Share(name={self.name!r}, kind={self.kind}, version={self.version})"
+
+    def to_public_dict(self, show_id: bool = False) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k not in ("share_key", "key_wrap", "share_id")}
+        d["published"] = self.version > 0
+        if show_id:
+            d["share_id"] = self.share_id
+        return d
+
+
+_COLS = (
+    "share_pk, folder_id, name, kind, share_id, share_key, key_wrap, recipients, version, created_ns,"
+    " published_ns, files, bytes, index_parts"
+)
+
+
+def _row(r: tuple[Any, ...]) -> Share:
+    vals = list(r)
+    vals[7] = json.loads(vals[7])
+    return Share(*vals)
+
+
+def list_shares(state: State, folder_id: int | None = None) -> list[Share]:
+    q = f"SELECT {_COLS} FROM shares" + (" WHERE folder_id=?" if folder_id is not None else "") + " ORDER BY share_pk"
+    return [_row(r) for r in state.catalog.execute(q, (folder_id,) if folder_id is not None else ())]
+
+
+def get_share(state: State, name: str) -> Share:
+    rows = state.catalog.execute(f"SELECT {_COLS} FROM shares WHERE name=?", (name,)).fetchall()
+    if not rows:
+        raise NotFoundError(f"no share named {name!r}", hint="list shares with `usenetsync share list`")
+    return _row(rows[0])
+
+
+def create_share(
+    state: State,
+    folder: catalog.Folder,
+    identity: Identity,
+    *,
+    kind: str,
+    name: str,
+    password: str | None = None,
+    recipients: list[PublicIdentity] | None = None,
+) -> Share:
+    if kind not in KINDS:
+        raise ConfigError(f"unknown share kind {kind!r}")
+    if state.catalog.execute("SELECT 1 FROM shares WHERE name=?", (name,)).fetchall():
+        raise ConfigError(f"a share named {name!r} exists", hint="pick another --name")
+    secret = os.urandom(32 if kind == "public" else 16)
+    sid = ShareId(kind=kind, fingerprint=identity.fingerprint(), secret=secret)
+    key_wrap = b""
+    if kind == "public":
+        share_key = public_share_key(sid)
+    else:
+        share_key = os.urandom(32)
+        if kind == "password":
+            if not password:
+                raise ConfigError("a password share needs a password", hint="use --password-file F or type it")
+            key_wrap = wrap_with_password(share_key, password)
+        elif not recipients:
+            raise ConfigError("a private share needs at least one --to PUBKEY")
+    recips = [r.to_text() for r in recipients or []]
+    with state.catalog:
+        state.catalog.execute(
+            "INSERT INTO shares(folder_id, name, kind, share_id, share_key, key_wrap, recipients, created_ns)"
+            " VALUES(?,?,?,?,?,?,?,?)",
+            (folder.folder_id, name, kind, sid.to_text(), share_key, key_wrap, json.dumps(recips), time.time_ns()),
+        )
+    return get_share(state, name)
+
+
+def publish(state: State, share: Share, identity: Identity, spec: ServerSpec) -> Published:
+    """Publish the next version of ``share`` (the folder must be fully uploaded)."""
+    if identity.fingerprint() != ShareId.parse(share.share_id).fingerprint:
+        raise ConfigError(
+            f"share {share.name!r} was created with another identity key",
+            hint="import the key it was created with (`usenetsync keys import`)",
+        )
+    folder = catalog.get_folder_by_id(state.catalog, share.folder_id)
+    if folder is None:
+        raise NotFoundError(f"the folder of share {share.name!r} is gone from the state")
+    sid = ShareId.parse(share.share_id)
+    secrets = ShareSecrets(kind=share.kind, locator_key=locator_key(sid), share_key=share.share_key,
+                           key_wrap=share.key_wrap)
+    recipients = [PublicIdentity.from_text(t) for t in share.recipients]
+
+    def key_wrap() -> bytes:
+        if share.kind == "private":
+            return wrap_for_recipients(share.share_key, recipients)
+        return share.key_wrap
+
+    pub = identity.public()
+    result = publish_version(
+        state, folder, secrets, version=share.version + 1, spec=spec, sign=identity.sign,
+        sign_pub=pub.sign_pub, box_pub=pub.box_pub, key_wrap_for_version=key_wrap,
+    )
+    with state.catalog:
+        state.catalog.execute(
+            "UPDATE shares SET version=?, published_ns=?, files=?, bytes=?, index_parts=? WHERE share_pk=?",
+            (result.version, time.time_ns(), folder.files, folder.bytes, result.parts, share.share_pk),
+        )
+    return result
+
+
+def revoke(state: State, share: Share, recipient: PublicIdentity) -> Share:
+    """Drop a recipient and draw a new share key (the caller publishes the new version)."""
+    if share.kind != "private":
+        raise ConfigError("only private shares have recipients to revoke")
+    text = recipient.to_text()
+    if text not in share.recipients:
+        raise NotFoundError(f"{text} is not a recipient of share {share.name!r}")
+    remaining = [r for r in share.recipients if r != text]
+    if not remaining:
+        raise ConfigError("revoking the last recipient would leave nobody able to read the share")
+    with state.catalog:
+        state.catalog.execute(
+            "UPDATE shares SET recipients=?, share_key=? WHERE share_pk=?",
+            (json.dumps(remaining), os.urandom(32), share.share_pk),
+        )
+    return get_share(state, share.name)
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass
+class OpenedShare:
+    index: OpenedIndex
+    share_key: bytes
+    locator_key: bytes
+
+    def records(self) -> Iterator[list[Any]]:
+        h = self.index.header
+        return iter_records(self.index.spool, self.share_key, self.locator_key, self.index.version, h.parts)
+
+
+def open_share(
+    conn: Connection,
+    share_id_text: str,
+    spool_dir: Path,
+    *,
+    password: Callable[[], str],
+    identity: Callable[[], Identity],
+) -> OpenedShare:
+    """Find, verify and unlock the newest version of a share (nothing is written to DEST)."""
+    sid = ShareId.parse(share_id_text)
+    lk = locator_key(sid)
+    index = open_index(conn, lk, sid.fingerprint, spool_dir)
+    if index.header.kind != sid.kind:
+        raise TamperedError("the share index is of another kind than its share ID says")
+    if sid.kind == "public":
+        key = public_share_key(sid)
+    elif sid.kind == "password":
+        key = unwrap_with_password(index.header.key_wrap, password())
+    else:
+        key = unwrap_for_recipient(index.header.key_wrap, identity())
+    return OpenedShare(index=index, share_key=key, locator_key=lk)

@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
-# The main job, end to end, on a local default: index the sample folder into a
-# throw-away home and upload it to the local INN on 127.0.0.1:119 (which
-# `bash scripts/setup.sh` installs and starts; the README's one-liner runs both).
-# Every article is confirmed with STAT before the upload reports success.
+# The main job, end to end, on a local default: back up the sample folder to
+# the local INN on 127.0.0.1:119 (which `bash scripts/setup.sh` installs and
+# starts; the README's one-liner runs both), share it, and download it as a
+# second user into another folder, then compare byte for byte.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-export USENETSYNC_HOME="${USENETSYNC_HOME:-$(mktemp -d /tmp/usenetsync-demo.XXXXXX)}"
+work="$(mktemp -d /tmp/usenetsync-demo.XXXXXX)"
 say() { printf '\n== %s\n' "$*" >&2; }
-say "home: $USENETSYNC_HOME"
-say "usenetsync server add local --host 127.0.0.1 --port 119 --group alt.binaries.test"
-usenetsync server add local --host 127.0.0.1 --port 119 --group alt.binaries.test --replace
-usenetsync server test local
-say "usenetsync index examples/sample"
-usenetsync index "$here/sample"
-say "usenetsync upload examples/sample"
-usenetsync upload "$here/sample"
-say "usenetsync upload examples/sample (again: everything is already up)"
-usenetsync upload "$here/sample"
-say "usenetsync status"
-usenetsync status
+as() { local who=$1; shift; USENETSYNC_HOME="$work/$who" usenetsync "$@"; }
+
+say "publisher: add the local server and an identity key (no passphrase: a demo)"
+as alice server add local --host 127.0.0.1 --port 119 --group alt.binaries.test
+as alice keys init --no-passphrase
+say "publisher: index, share, upload (the share index is published when the upload completes)"
+as alice index "$here/sample"
+as alice share create "$here/sample" --public --name sample
+as alice upload "$here/sample"
+as alice upload "$here/sample"   # again: nothing to do
+share_id="$(as alice share show sample --show-id | tail -n 1)"
+say "reader: a second user with only the share ID downloads it"
+as bob server add local --host 127.0.0.1 --port 119 --group alt.binaries.test
+as bob download "$share_id" "$work/restored"
+say "compare"
+diff -r --exclude=.usenetsync "$here/sample" "$work/restored"
+echo "OK: $work/restored is byte-identical to examples/sample" >&2
+as alice status

@@ -23,7 +23,7 @@ from tests.support.faultproxy import FaultProxy
 from tests.support.inn import InnServer
 from tests.support.rawnntp import fresh_message_id, make_article
 from usenetsync_cli.core.nzb import NzbFile, open_nzb_for_write, parse_nzb
-from usenetsync_cli.errors import NetworkError
+from usenetsync_cli.errors import InterruptedByUser, NetworkError
 from usenetsync_cli.nntp import AuthFailed, ConnectFailed, Connection, ServerSpec
 from usenetsync_cli.pipeline import nzbget
 from usenetsync_cli.pipeline.nzbget import NzbProgress, download_nzb
@@ -308,7 +308,7 @@ def test_lost_connection_is_reconnected_and_nothing_is_lost(inn: InnServer, tmp_
 
 
 @pytest.mark.usefixtures("fast_backoff")
-def test_unreachable_server_raises_typed_error_and_keeps_progress(inn: InnServer, tmp_path: Path) -> None:
+def test_unreachable_server_raises_typed_error(inn: InnServer, tmp_path: Path) -> None:
     a = post(inn, build(inn, "later.bin", os.urandom(100)))
     files = write_nzb(tmp_path / "t.nzb", inn, a)
     with FaultProxy(inn.host, inn.port) as proxy:
@@ -318,3 +318,28 @@ def test_unreachable_server_raises_typed_error_and_keeps_progress(inn: InnServer
             download_nzb(files, tmp_path / "dest", [via], connections=2)
     assert isinstance(info.value, NetworkError) and "proxy" in str(info.value)
     assert list((tmp_path / "dest").iterdir()) == []
+
+
+def test_interrupt_saves_progress_and_the_next_run_resumes(inn: InnServer, tmp_path: Path) -> None:
+    a = post(inn, build(inn, "halted.bin", os.urandom(20 * PART)))
+    files = write_nzb(tmp_path / "t.nzb", inn, a)
+    dest = tmp_path / "dest"
+
+    def ctrl_c(p: NzbProgress) -> None:
+        if p.articles_done >= 1:
+            raise KeyboardInterrupt
+
+    with FaultProxy(inn.host, inn.port) as proxy:
+        # The first BODY goes alone (61 bytes) and is answered; the replies to
+        # the pipelined batch behind it are held, and Ctrl-C lands meanwhile.
+        proxy.stall(0.5, after_client_bytes=100)
+        via = ServerSpec(name="proxy", host="127.0.0.1", port=proxy.port, timeout=5.0)
+        with pytest.raises(InterruptedByUser):
+            download_nzb(files, dest, [via], connections=1, progress=ctrl_c)
+    saved = json.loads((dest / "halted.bin.part.json").read_text())["done"]
+    # Replies already in flight are still written before the sidecar is saved.
+    assert 1 <= len(saved) < 20 and not (dest / "halted.bin").exists()
+
+    s = download_nzb(files, dest, [spec(inn)], connections=2)
+    assert s.files_ok == ["halted.bin"] and s.parts_resumed == len(saved) and s.articles == 20 - len(saved)
+    assert (dest / "halted.bin").read_bytes() == a.data and visible(dest) == {"halted.bin"}

@@ -10,7 +10,7 @@ import typer
 from usenetsync_cli.cli.common import JsonOpt, Output, human_bytes
 from usenetsync_cli.cli.share import PassphraseOpt, read_password
 from usenetsync_cli.config import Config
-from usenetsync_cli.errors import ConfigError
+from usenetsync_cli.errors import ConfigError, InputPathError
 from usenetsync_cli.pipeline.download import STATE_DIR, DownloadIncompleteError, DownloadSummary, download_records
 from usenetsync_cli.pipeline.poster import open_connection
 from usenetsync_cli.pipeline.shares import open_share
@@ -60,9 +60,13 @@ def download(
     if not entries:
         raise ConfigError("no server is configured to read from", hint="add one with `usenetsync server add NAME --host HOST`")
     spec = (Config.load(home).get(server) if server else next(iter(entries.values()))).spec()
-    dest.mkdir(parents=True, exist_ok=True)
     state_dir = dest / STATE_DIR
-    state_dir.mkdir(mode=0o700, exist_ok=True)
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputPathError(
+            f"cannot use {dest} as the destination: {e.strerror}", hint="choose a folder you can write to"
+        ) from None
     with HomeLock(state_dir / "lock"):
         conn = open_connection(spec)
         try:

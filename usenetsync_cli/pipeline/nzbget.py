@@ -19,7 +19,10 @@ How it runs:
    body in the same thread (sabctools releases the GIL). A missing article
    (430), a CRC mismatch or an undecodable body is retried once on another
    connection (another server when there is one), then recorded as a
-   failure of that part.
+   failure of that part. A dropped or timed-out connection reconnects after
+   a backoff (never at once) and its unanswered requests go back to the
+   queue; a connection that cannot get back (or is refused: auth, 502)
+   retires and the others carry on.
 3. Write. Each part is ``os.pwrite``-n at ``begin - 1`` into
    ``dest/NAME.part``, a sparse file sized from the yEnc ``size=``.
 4. Finish. When every part of a file is written, the parts must tile
@@ -42,8 +45,10 @@ Invariants:
   since the last sidecar save (every few seconds); they are fetched again.
   A sidecar is trusted only if it names the same segment list (a SHA-256 of
   numbers and Message-IDs) and the ``.part`` has the recorded size.
+- Resume: ``NAME.part`` + a trusted sidecar means the parts it lists are
+  not fetched again; a damaged file's next run fetches only what it lacks.
 - Memory: one queue entry per segment, plus at most ``window`` bodies per
-  connection and one probe article per nameless file in a probe batch.
+  connection and one decoded probe article per file of a probe batch (<= 64).
 """
 
 from __future__ import annotations
@@ -69,7 +74,14 @@ import sabctools
 
 from usenetsync_cli.core.article import DecodedPart, decode_yenc_part
 from usenetsync_cli.core.nzb import NzbFile, NzbSegment
-from usenetsync_cli.errors import ConfigError, DiskFullError, InputPathError, InterruptedByUser, UsenetSyncError
+from usenetsync_cli.errors import (
+    ConfigError,
+    DiskFullError,
+    InputPathError,
+    InterruptedByUser,
+    NetworkError,
+    UsenetSyncError,
+)
 from usenetsync_cli.nntp import Backoff, Connection, NNTPError, ServerSpec, TooManyConnections
 from usenetsync_cli.pipeline.poster import open_connection
 
@@ -140,8 +152,8 @@ class NzbProgress:
     phase: str  # "names" | "download"
     articles_done: int
     articles_total: int
-    bytes_done: int  # payload bytes written this run
-    bytes_total: int  # sum of the NZB's segment sizes still to fetch (article sizes)
+    bytes_done: int  # NZB ``bytes`` of the segments settled so far this run
+    bytes_total: int  # NZB ``bytes`` of the segments this run fetches (article sizes)
     files_done: int
     files_total: int
     failed_parts: int
@@ -442,8 +454,6 @@ class _Pool:
         self.retries: deque[_Job] = deque()
         self.pending = 0
         self.fatal: BaseException | None = None
-        self.articles = 0
-        self.bytes = 0
 
     @property
     def alive(self) -> list[_Slot]:
@@ -499,7 +509,7 @@ class _Pool:
         errors = [s.error for s in self.slots if s.error is not None]
         if errors:
             raise errors[0]
-        raise InputPathError("every connection stopped before the download finished")  # pragma: no cover
+        raise NetworkError("every connection stopped before the download finished")  # pragma: no cover
 
     # -- worker thread
 
@@ -564,7 +574,13 @@ class _Pool:
                         self.queue.extendleft(reversed(sent))
                         sent.clear()
                         self.cond.notify_all()
-                    if e.retryable and not isinstance(e, TooManyConnections) and backoff.attempts < _MAX_RECONNECTS:
+                    with self.cond:
+                        # "Too many connections": this one retires so the others
+                        # fit, unless it is the last; then it waits and retries.
+                        last = sum(1 for s in self.slots if s.alive) == 1
+                    if e.retryable and backoff.attempts < _MAX_RECONNECTS and (
+                        last or not isinstance(e, TooManyConnections)
+                    ):
                         self.stop.wait(backoff.next_delay())
                         continue
                     with self.cond:
@@ -624,6 +640,8 @@ class _Download:
         self.phase = "names"
         self.articles_total = 0
         self.bytes_total = 0
+        self.settled_bytes = 0
+        self._save_every = _SAVE_EVERY_S
         self._counter_lock = threading.Lock()
         self._last_progress = 0.0
         self._last_save = clock()
@@ -636,11 +654,13 @@ class _Download:
             return False
         if name.endswith(PART_SUFFIX) and name[: -len(PART_SUFFIX)] in self.taken:
             return False
-        final = self.dest / name
-        if os.path.lexists(final):
+        if os.path.lexists(self.dest / name):
             return False
+        part = self.dest / (name + PART_SUFFIX)
+        if os.path.lexists(part) and (part.is_symlink() or not part.is_file()):
+            return False  # a directory or link where our .part would go: not ours to touch
         side = self.dest / (name + SIDECAR_SUFFIX)
-        if os.path.lexists(self.dest / (name + PART_SUFFIX)) and side.exists():
+        if os.path.lexists(part) and side.exists():
             try:
                 owner = json.loads(side.read_text("utf-8")).get("segments")
             except (OSError, ValueError, AttributeError):
@@ -670,7 +690,7 @@ class _Download:
                 self._assign(f, candidate)
         if not probes:
             return
-        batch = max(16, 4 * len(self.pool.slots))
+        batch = min(64, max(16, 4 * len(self.pool.slots)))  # each waiting probe holds one article
         for start in range(0, len(probes), batch):
             group = probes[start : start + batch]
             for _round in range(_PROBE_TRIES):
@@ -706,6 +726,12 @@ class _Download:
                 f.outcome = "present"
                 self.taken.add(candidate)
                 f.probe = None
+                if not os.path.lexists(f.part_path):
+                    # Left by a crash between the rename and the sidecar's removal.
+                    try:
+                        f.sidecar_path.unlink()
+                    except OSError:
+                        pass
                 return
         self._assign(f, candidate)
         if probe is not None:
@@ -732,6 +758,7 @@ class _Download:
             return f"CRC mismatch: crc32 {part.crc32:08x}, the poster's pcrc32 {part.expected_crc:08x}"
         with self._counter_lock:
             self.summary.articles += 1
+            self.settled_bytes += job.seg.bytes
         if job.probe:
             with job.file.lock:
                 job.file.probe = (job.seg.number, part)
@@ -747,6 +774,8 @@ class _Download:
             self.summary.bytes += len(part.payload)
 
     def _fail(self, job: _Job, reason: str) -> None:
+        with self._counter_lock:
+            self.settled_bytes += job.seg.bytes
         f = job.file
         with f.lock:
             f.failed[job.seg.number] = reason
@@ -769,11 +798,15 @@ class _Download:
                 break
             self._finalize(f)
         now = self.clock()
-        if now - self._last_save >= _SAVE_EVERY_S:
-            self._last_save = now
+        if now - self._last_save >= self._save_every:
             for f in self.files:
                 if f.outcome is None and f.fd is not None:
                     f.save_sidecar()
+            done = self.clock()
+            self._last_save = done
+            # A sidecar of a million parts takes a while to write; keep its
+            # cost under ~5 % of the run by spacing the saves out.
+            self._save_every = max(_SAVE_EVERY_S, 20 * (done - now))
         self._report()
 
     def _report(self, force: bool = False) -> None:
@@ -789,7 +822,7 @@ class _Download:
                 phase=self.phase,
                 articles_done=s.articles,
                 articles_total=self.articles_total,
-                bytes_done=s.bytes,
+                bytes_done=self.settled_bytes,
                 bytes_total=self.bytes_total,
                 files_done=sum(1 for f in self.files if f.outcome is not None),
                 files_total=len(self.files),
@@ -855,7 +888,9 @@ class _Download:
                         self.bytes_total += seg.bytes
                 if f.settled():  # everything was on disk already (crash before the rename)
                     self._written(f)
+            # Probe articles were fetched already; they count on both sides.
             self.articles_total = len(jobs) + self.summary.articles
+            self.bytes_total += self.settled_bytes
             self.pool.run(jobs, self._handle, self._fail, self._tick)
             self._tick()
             for f in self.files:

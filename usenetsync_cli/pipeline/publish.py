@@ -95,9 +95,9 @@ def iter_records(state: State, folder: catalog.Folder) -> Iterator[list[Any]]:
         return path_str(base + b"/" + name if base else name)
 
     for shard, conn in enumerate(state.shards):
-        for file_id, dir_id, name, kind, size, mtime, mode, target, planned in conn.execute(
+        for file_id, dir_id, name, kind, size, mtime, mode, target, planned, ever in conn.execute(
             "SELECT file_id, dir_id, name, kind, size, mtime_ns, mode, target,"
-            " plan_size IS size AND plan_mtime_ns IS mtime_ns AND plan_inode IS inode"
+            " plan_size IS size AND plan_mtime_ns IS mtime_ns AND plan_inode IS inode, plan_size IS NOT NULL"
             " FROM files WHERE folder_id=? AND present=1 ORDER BY file_id",
             (fid,),
         ).fetchall():
@@ -108,7 +108,8 @@ def iter_records(state: State, folder: catalog.Folder) -> Iterator[list[Any]]:
                 yield ["E", path, mtime, mode]
             else:
                 if not planned:
-                    raise NotUploadedError(f"{path!r} changed since the last upload")
+                    why = "changed since the last upload" if ever else "has not been uploaded yet"
+                    raise NotUploadedError(f"{path!r} {why}")
                 segs = conn.execute(
                     "SELECT seg_id, attempt, length, hash, server_msgid, state FROM segments"
                     " WHERE file_id=? AND state<>4 ORDER BY idx",

@@ -1,0 +1,321 @@
+"""Shares end to end against the real INN: every share kind, bad input, sync, resume, disk full.
+
+Publisher and recipients are separate homes (USENETSYNC_HOME switched per
+call), as two users on two machines would be.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli.helpers import Result, run
+from tests.support.inn import InnServer
+
+
+class Users:
+    def __init__(self, tmp: Path, inn: InnServer, capsys: pytest.CaptureFixture[str], mp: pytest.MonkeyPatch) -> None:
+        self.tmp, self.inn, self.capsys, self.mp = tmp, inn, capsys, mp
+        self.homes: dict[str, Path] = {}
+
+    def as_(self, user: str, *args: str) -> Result:
+        home = self.homes.get(user)
+        if home is None:
+            home = self.homes[user] = self.tmp / f"home-{user}"
+            self.mp.setenv("USENETSYNC_HOME", str(home))
+            assert run(self.capsys, "server", "add", "local", "--host", self.inn.host, "--port", str(self.inn.port),
+                       "--group", self.inn.group).code == 0
+            assert run(self.capsys, "keys", "init", "--no-passphrase").code == 0
+        self.mp.setenv("USENETSYNC_HOME", str(home))
+        return run(self.capsys, *args)
+
+    def pubkey(self, user: str) -> str:
+        r = self.as_(user, "keys", "show", "--json")
+        return [x for x in r.json_lines()][0]["public_key"]
+
+
+@pytest.fixture
+def users(tmp_path: Path, inn: InnServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Users:
+    return Users(tmp_path, inn, capsys, monkeypatch)
+
+
+def make_folder(root: Path) -> None:
+    (root / "nested" / "deeper").mkdir(parents=True)
+    (root / "empty-dir").mkdir()
+    (root / "big.bin").write_bytes(os.urandom(50_000))
+    for i in range(6):
+        (root / "nested" / f"small{i}.txt").write_bytes(os.urandom(100 + i * 37))
+    (root / "nested" / "deeper" / "zero").write_bytes(b"")
+    os.chmod(root / "nested" / "small1.txt", 0o640)
+    with open(os.path.join(os.fsencode(root), b"caf\xe9-\xff.dat"), "wb") as f:
+        f.write(b"latin-1 name")
+    os.symlink("big.bin", root / "link-to-big")
+    os.utime(root / "big.bin", ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
+
+
+def snapshot(root: Path) -> dict[bytes, tuple]:
+    out: dict[bytes, tuple] = {}
+    base = os.fsencode(root)
+    for dirpath, dirs, files in os.walk(base):
+        dirs[:] = [d for d in dirs if d != b".usenetsync"]
+        for name in dirs + files:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, base)
+            st = os.lstat(full)
+            if os.path.islink(full):
+                out[rel] = ("link", os.readlink(full))
+            elif os.path.isdir(full):
+                out[rel] = ("dir",)
+            else:
+                with open(full, "rb") as f:
+                    out[rel] = ("file", f.read(), st.st_mode & 0o777, st.st_mtime_ns)
+    return out
+
+
+def publish(users: Users, src: Path, *kind: str) -> str:
+    assert users.as_("alice", "index", str(src)).code == 0
+    r = users.as_("alice", "share", "create", str(src), *kind, "--name", "s")
+    assert r.code == 0, r.err
+    r = users.as_("alice", "upload", str(src), "--segment-size", "16384")
+    assert r.code == 0, r.err
+    assert "published share 's' version 1" in r.err
+    r = users.as_("alice", "share", "show", "s", "--show-id")
+    return r.out.strip().splitlines()[-1]
+
+
+def test_public_share_round_trip_and_sync(users: Users, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_folder(src)
+    sid = publish(users, src, "--public")
+    assert sid.startswith("us1p")
+    dest = tmp_path / "dest"
+    r = users.as_("bob", "download", sid, str(dest), "--json")
+    assert r.code == 0, r.err
+    assert snapshot(dest) == snapshot(src)
+    # sync: add, modify, delete
+    (src / "added.txt").write_bytes(b"new")
+    (src / "nested" / "small0.txt").write_bytes(b"changed content")
+    (src / "nested" / "small2.txt").unlink()
+    assert users.as_("alice", "index", str(src)).code == 0
+    assert users.as_("alice", "upload", str(src), "--segment-size", "16384").code == 0
+    assert users.as_("alice", "share", "update", "s").code == 0
+    r = users.as_("bob", "download", sid, str(dest), "--sync", "--json")
+    assert r.code == 0, r.err
+    summary = [x for x in r.json_lines() if x["type"] == "download.summary"][0]
+    assert summary["version"] == 2 and summary["files_written"] == 2 and summary["files_deleted"] == 1
+    assert snapshot(dest) == snapshot(src)
+
+
+def test_password_share_and_wrong_password(users: Users, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_folder(src)
+    pw = tmp_path / "pw"
+    pw.write_text("correct horse\n")
+    pw.chmod(0o600)
+    sid = publish(users, src, "--password", "--password-file", str(pw))
+    assert sid.startswith("us1w")
+    bad = tmp_path / "bad"
+    bad.write_text("wrong\n")
+    bad.chmod(0o600)
+    dest = tmp_path / "dest"
+    r = users.as_("bob", "download", sid, str(dest), "--password-file", str(bad))
+    assert r.code == 21 and "wrong password" in r.err and len(r.err.strip().splitlines()) == 1
+    assert [p.name for p in dest.iterdir()] == [".usenetsync"]  # nothing written
+    r = users.as_("bob", "download", sid, str(dest), "--password-file", str(pw))
+    assert r.code == 0, r.err
+    assert snapshot(dest) == snapshot(src)
+
+
+def test_private_share_recipients_and_revoke(users: Users, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_folder(src)
+    bob, carol = users.pubkey("bob"), users.pubkey("carol")
+    users.pubkey("mallory")
+    sid = publish(users, src, "--to", bob, "--to", carol)
+    assert sid.startswith("us1r")
+    for who in ("bob", "carol"):
+        r = users.as_(who, "download", sid, str(tmp_path / f"dest-{who}"))
+        assert r.code == 0, r.err
+        assert snapshot(tmp_path / f"dest-{who}") == snapshot(src)
+    r = users.as_("mallory", "download", sid, str(tmp_path / "dest-m"))
+    assert r.code == 20 and "not addressed to your key" in r.err
+    assert users.as_("alice", "share", "revoke", "s", "--to", carol).code == 0
+    r = users.as_("carol", "download", sid, str(tmp_path / "dest-c2"))
+    assert r.code == 20 and "not addressed to your key" in r.err
+    r = users.as_("bob", "download", sid, str(tmp_path / "dest-b2"))
+    assert r.code == 0, r.err
+
+
+def test_bad_share_ids(users: Users, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_folder(src)
+    sid = publish(users, src, "--public")
+    typo = sid[:10] + ("a" if sid[10] != "a" else "b") + sid[11:]
+    r = users.as_("bob", "download", typo, str(tmp_path / "d1"))
+    assert r.code == 4 and "typo" in r.err and sid not in r.err
+    r = users.as_("bob", "download", "hello", str(tmp_path / "d2"))
+    assert r.code == 4 and "not a usenetsync share ID" in r.err
+    from usenetsync_cli.core.shareid import ShareId
+
+    other = ShareId(kind="public", fingerprint=ShareId.parse(sid).fingerprint, secret=os.urandom(32)).to_text()
+    r = users.as_("bob", "download", other, str(tmp_path / "d3"))
+    assert r.code == 7 and "no share" in r.err
+
+
+def test_dest_not_writable(users: Users, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_folder(src)
+    sid = publish(users, src, "--public")
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"x")
+    r = users.as_("bob", "download", sid, str(blocker / "sub"))
+    assert r.code in (3, 5) and "Traceback" not in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def _index_ids(users: Users, name: str = "s") -> list[str]:
+    """Message-IDs of the share's current index parts (from the publisher's state)."""
+    from usenetsync_cli.core.shareid import ShareId, locator_key
+    from usenetsync_cli.pipeline.publish import root_message_id
+    from usenetsync_cli.pipeline.share_index import fetch_root
+    from usenetsync_cli.pipeline.publish import part_message_id
+    from usenetsync_cli.nntp import Connection, ServerSpec
+
+    r = users.as_("alice", "share", "show", name, "--show-id", "--json")
+    info = r.json_lines()[0]
+    sid = ShareId.parse(info["share_id"])
+    lk = locator_key(sid)
+    with Connection(ServerSpec(name="t", host=users.inn.host, port=users.inn.port)) as c:
+        c.connect()
+        hdr = fetch_root(c, lk, info["version"], sid.fingerprint)
+    return [root_message_id(lk, info["version"])] + [
+        part_message_id(lk, hdr.part_nonce, info["version"], n) for n in range(hdr.parts)
+    ]
+
+
+def test_tampered_index_article_is_refused(users: Users, tmp_path: Path, inn: InnServer) -> None:
+    src = tmp_path / "src"
+    make_folder(src)
+    sid = publish(users, src, "--public")
+    root, part = _index_ids(users)[:2]
+    inn.corrupt(part, 300)
+    dest = tmp_path / "dest"
+    r = users.as_("bob", "download", sid, str(dest))
+    assert r.code == 22 and ("CRC" in r.err or "signature" in r.err or "altered" in r.err)
+    assert [p.name for p in dest.iterdir()] == [".usenetsync"]
+
+
+def test_damaged_segment_is_reported_and_the_rest_kept(users: Users, tmp_path: Path, inn: InnServer) -> None:
+    src = tmp_path / "src"
+    make_folder(src)
+    sid = publish(users, src, "--public")
+    # the big file's second segment: find it through the publisher's state
+    from tests.pipeline.upload_support import message_ids
+    from usenetsync_cli.store import catalog
+    from usenetsync_cli.store.home import Home
+    from usenetsync_cli.store.state import State
+
+    users.mp.setenv("USENETSYNC_HOME", str(users.homes["alice"]))
+    with State.open(Home.resolve()) as st:
+        folder = catalog.get_folder(st.catalog, os.fsencode(src.resolve()))
+        assert folder is not None
+        ids = message_ids(st, folder)
+        big = [
+            (sh, seg) for sh, c in enumerate(st.shards)
+            for (seg,) in c.execute("SELECT s.seg_id FROM segments s JOIN files f ON f.file_id=s.file_id WHERE f.name=?", (b"big.bin",))
+        ]
+    inn.cancel(ids[big[1]])
+    dest = tmp_path / "dest"
+    r = users.as_("bob", "download", sid, str(dest))
+    assert r.code == 16 and "big.bin" in r.err
+    got = snapshot(dest)
+    want = snapshot(src)
+    assert b"big.bin" not in got  # never visible under its name while incomplete
+    assert got.pop(b".big.bin.uspart")[0] == "file"  # kept, hidden, for a later run
+    assert {k: v for k, v in got.items() if k not in (b"link-to-big",)} == {
+        k: v for k, v in want.items() if k not in (b"big.bin", b"link-to-big")
+    }
+
+
+def test_malicious_index_paths_are_refused(users: Users, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A validly signed index naming ../ paths writes nothing outside DEST."""
+    from usenetsync_cli.pipeline import publish as pub
+
+    src = tmp_path / "src"
+    make_folder(src)
+    real = pub.iter_records
+
+    def evil(state, folder):  # type: ignore[no-untyped-def]
+        recs = list(real(state, folder))
+        recs.insert(1, ["E", "../escaped.txt", 0, 0o644])
+        recs[-1] = ["T", len(recs)]
+        yield from recs
+
+    monkeypatch.setattr(pub, "iter_records", evil)
+    sid = publish(users, src, "--public")
+    dest = tmp_path / "inner" / "dest"
+    r = users.as_("bob", "download", sid, str(dest))
+    assert r.code == 22 and "leaves the folder" in r.err
+    assert not (tmp_path / "inner" / "escaped.txt").exists()
+
+
+def test_kill_9_mid_download_resumes_without_refetching(users: Users, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(4):
+        (src / f"f{i}.bin").write_bytes(os.urandom(6_000_000))
+    sid = publish(users, src, "--public")
+    dest = tmp_path / "dest"
+    env = {**os.environ, "USENETSYNC_HOME": str(users.homes["bob"] if "bob" in users.homes else users.tmp / "home-bob")}
+    users.as_("bob", "status")
+    env["USENETSYNC_HOME"] = str(users.homes["bob"])
+    proc = subprocess.Popen([sys.executable, "-m", "usenetsync_cli", "download", sid, str(dest), "--connections", "2"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    db = dest / ".usenetsync" / "download.db"
+    deadline = time.monotonic() + 60
+    import apsw
+
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "download finished before it could be killed"
+        if db.exists():
+            try:
+                n = apsw.Connection(str(db)).execute("SELECT count(*) FROM done").fetchall()[0][0]
+            except apsw.Error:
+                n = 0
+            if n >= 300:
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    r = users.as_("bob", "download", sid, str(dest), "--json")
+    assert r.code == 0, r.err
+    summary = [x for x in r.json_lines() if x["type"] == "download.summary"][0]
+    total = 4 * (6_000_000 // 16384 + 1)
+    assert summary["segments_fetched"] <= total - 300
+    assert snapshot(dest) == snapshot(src)
+
+
+def test_disk_full_keeps_state_and_resumes(users: Users, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"f{i}.bin").write_bytes(os.urandom(1_500_000))
+    sid = publish(users, src, "--public")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3M", "tmpfs", str(mnt)], check=True)
+    try:
+        r = users.as_("bob", "download", sid, str(mnt / "dest"))
+        assert r.code == 6 and "no space left" in r.err and "Traceback" not in r.err
+        subprocess.run(["mount", "-o", "remount,size=20M", str(mnt)], check=True)
+        r = users.as_("bob", "download", sid, str(mnt / "dest"))
+        assert r.code == 0, r.err
+        assert snapshot(mnt / "dest") == snapshot(src)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -319,3 +319,21 @@ def test_disk_full_keeps_state_and_resumes(users: Users, tmp_path: Path) -> None
         assert snapshot(mnt / "dest") == snapshot(src)
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_nzb_export_and_download_nzb(users: Users, tmp_path: Path) -> None:
+    from usenetsync_cli.core.nzb import parse_nzb
+
+    src = tmp_path / "src"
+    make_folder(src)
+    publish(users, src, "--public")
+    out = tmp_path / "s.nzb.gz"
+    assert users.as_("alice", "nzb", "export", "s", "-o", str(out)).code == 0
+    files = parse_nzb(out)
+    status = users.as_("alice", "status", "--json").json_lines()
+    verified = sum(x["segments"]["verified"] for x in status if x["type"] == "status.shard")
+    assert len(files) == verified > 0
+    r = users.as_("bob", "download", "--nzb", str(out), str(tmp_path / "raw"), "--json")
+    assert r.code == 0, r.err
+    summary = [x for x in r.json_lines() if x["type"] == "nzb.summary"][0]
+    assert summary["files_ok"] == len(files) and summary["files_damaged"] == []

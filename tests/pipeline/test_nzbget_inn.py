@@ -41,11 +41,14 @@ class Posted:
     articles: list[bytes]  # unposted article bytes, for tests that post late
 
 
-def build(inn: InnServer, name: str, data: bytes, *, subject: str | None = None) -> Posted:
+def build(
+    inn: InnServer, name: str, data: bytes, *, subject: str | None = None, file_crc: int | None = None
+) -> Posted:
     """Frame ``data`` as multi-part yEnc articles (not posted yet)."""
     n = -(-len(data) // PART)
-    file_crc = zlib.crc32(data)
-    fmt = subject if subject is not None else '[1/2] - "' + name.replace("{", "{{").replace("}", "}}") + '" yEnc ({i}/{n})'
+    file_crc = zlib.crc32(data) if file_crc is None else file_crc
+    quoted = name.replace("{", "{{").replace("}", "}}")
+    fmt = subject if subject is not None else '[1/2] - "' + quoted + '" yEnc ({i}/{n})'
     segments: list[tuple[int, int, str]] = []
     articles: list[bytes] = []
     for i in range(1, n + 1):
@@ -197,6 +200,20 @@ def test_corrupt_article_is_a_crc_failure(inn: InnServer, tmp_path: Path) -> Non
     assert (tmp_path / "dest" / "straight.bin").read_bytes() == b.data
 
 
+def test_whole_file_crc_mismatch_keeps_the_file_partial(inn: InnServer, tmp_path: Path) -> None:
+    data = os.urandom(2 * PART + 17)
+    # Every part is intact (pcrc32 right) but the poster's whole-file crc32 disagrees.
+    a = post(inn, build(inn, "liar.bin", data, file_crc=zlib.crc32(data) ^ 1))
+    files = write_nzb(tmp_path / "t.nzb", inn, a)
+
+    s = download_nzb(files, tmp_path / "dest", [spec(inn)], connections=2)
+
+    assert s.files_damaged == [("liar.bin", [])]
+    assert "whole-file CRC" in s.failures[0].reason
+    # Not visible as finished; no sidecar, so the next run starts this file over.
+    assert visible(tmp_path / "dest") == {"liar.bin.part"}
+
+
 def test_hostile_names_stay_inside_dest(inn: InnServer, tmp_path: Path) -> None:
     quoted = post(inn, build(inn, "../../etc/evil", os.urandom(2 * PART + 5)))
     # No quoted name in the Subject: the name comes from the yEnc header.
@@ -213,6 +230,31 @@ def test_hostile_names_stay_inside_dest(inn: InnServer, tmp_path: Path) -> None:
     assert (dest / "passwd2").read_bytes() == unquoted.data
     assert (dest / "nzb-file-0003").read_bytes() == dotdot.data
     assert visible(tmp_path) == {"a", "t.nzb"} and visible(tmp_path / "a") == {"b"}
+
+
+def test_hostile_yenc_sizes_cost_the_file_not_the_run(inn: InnServer, tmp_path: Path) -> None:
+    good = build(inn, "good.bin", os.urandom(PART))
+    # Claims a file of 10**18 bytes (an exabyte) around 100 real ones.
+    payload = os.urandom(100)
+    encoded, crc = sabctools.yenc_encode(payload)
+    body = (
+        b"=ybegin part=1 total=1 line=128 size=1000000000000000000 name=huge.bin\r\n=ypart begin=1 end=100\r\n"
+        + encoded
+        + b"\r\n=yend size=100 part=1 pcrc32=%08x\r\n" % crc
+    )
+    huge_id = fresh_message_id("huge")
+    article = make_article(huge_id, body, group=inn.group, subject='"huge.bin" yEnc (1/1)')
+    huge = Posted("huge.bin", payload, '"huge.bin" yEnc ({i}/{n})', [(1, len(article), huge_id)], [article])
+    post(inn, good)
+    post(inn, huge)
+    files = write_nzb(tmp_path / "t.nzb", inn, huge, good)
+
+    s = download_nzb(files, tmp_path / "dest", [spec(inn)], connections=2)
+
+    assert s.files_ok == ["good.bin"]
+    assert [name for name, _ in s.files_damaged] == ["huge.bin"]
+    assert visible(tmp_path / "dest") == {"good.bin"}  # no exabyte file, not even an empty .part
+    assert "size=" in s.failures[0].reason
 
 
 def test_resume_skips_parts_already_written(inn: InnServer, tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from usenetsync_cli.cli.server import server_app
 from usenetsync_cli.cli import download as download_cmd
 from usenetsync_cli.cli.keys import keys_app
 from usenetsync_cli.cli.share import share_app
+from usenetsync_cli.cli.nzb import nzb_app
 from usenetsync_cli.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -84,6 +85,7 @@ app.command("download")(download_cmd.download)
 app.add_typer(server_app, name="server")
 app.add_typer(keys_app, name="keys")
 app.add_typer(share_app, name="share")
+app.add_typer(nzb_app, name="nzb")
 
 
 def cli() -> Command:

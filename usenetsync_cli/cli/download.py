@@ -114,9 +114,16 @@ def _download_nzb(out: Output, nzb: Path, dest: Path, server: str | None, connec
     spec = (cfg.get(server) if server else next(iter(cfg.servers.values()))).spec()
     files = parse_nzb(nzb)
     summary = download_nzb(files, dest, [spec], connections=connections)
-    out.emit("nzb.summary", **{k: v for k, v in summary.__dict__.items()})
+    out.emit(
+        "nzb.summary", files_ok=len(summary.files_ok), files_damaged=[list(d) for d in summary.files_damaged],
+        bytes=summary.bytes, articles=summary.articles, elapsed_s=round(summary.elapsed_s, 3),
+        mb_per_s=round(summary.mb_per_s, 2), parts_resumed=summary.parts_resumed,
+    )
     if not out.json:
-        out.data(f"{dest}: {summary.files_ok} files complete, {len(summary.files_damaged)} damaged")
+        out.data(
+            f"{dest}: {len(summary.files_ok):,} files complete, {len(summary.files_damaged):,} damaged;"
+            f" {summary.bytes / 1e6:.1f} MB in {summary.elapsed_s:.1f} s"
+        )
     if summary.files_damaged:
         name, missing = summary.files_damaged[0]
         raise DownloadIncompleteError(f"{len(summary.files_damaged)} file(s) damaged, e.g. {name} (parts {missing})")

@@ -152,8 +152,8 @@ _TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#
 _ATTR_ESCAPES = str.maketrans(
     {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\t": "&#9;", "\n": "&#10;", "\r": "&#13;"}
 )
-# What may stand between the angle brackets of a Message-ID on an NNTP command line
-# (what ``Connection`` accepts); the writer keeps to RFC 5536's printable ASCII.
+# What the parser accepts between the angle brackets: exactly what ``Connection``
+# will put on a command line. The writer keeps to RFC 5536's printable ASCII.
 _MSGID_CORE_RE = re.compile(r"[^\x00-\x20\x7f<>]{1,248}")
 _LINES_PER_PUT = 2048  # segment lines joined before they reach the buffer
 _FLUSH_CHARS = 1 << 16  # write in ~64 KiB pieces: few syscalls, bounded buffer

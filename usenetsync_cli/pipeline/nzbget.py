@@ -227,6 +227,10 @@ class _File:
         self.dest = dest
         self.fingerprint = _fingerprint(nzb)
         self.numbers = frozenset(s.number for s in nzb.segments)
+        # yEnc only grows data, so the articles' sizes bound the file's; generous
+        # slack covers NZBs that list decoded sizes or round them.
+        nzb_bytes = nzb.bytes
+        self.max_size = 2 * nzb_bytes + (1 << 20) if nzb_bytes > 0 else None
         self.lock = threading.Lock()
         self.name: str | None = None
         self.fd: int | None = None
@@ -319,11 +323,24 @@ class _File:
             if number in self.done:
                 return None
             if self.fd is None:
+                if self.max_size is not None and part.file_size > self.max_size:
+                    return f"yEnc size={part.file_size:,} is far more than the NZB's {self.nzb.bytes:,} bytes"
                 path = self.part_path
                 try:
                     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+                except OSError as e:
+                    raise _os_error(e, str(path)) from None
+                try:
                     os.ftruncate(fd, part.file_size)  # sparse: holes until parts arrive
                 except OSError as e:
+                    os.close(fd)
+                    try:
+                        os.unlink(path)  # an empty .part helps no later run
+                    except OSError:
+                        pass
+                    if e.errno in (errno.EFBIG, errno.EINVAL):
+                        # A hostile or broken size= must cost one part, not the run.
+                        return f"yEnc size={part.file_size:,} cannot be created here: {e.strerror}"
                     raise _os_error(e, str(path)) from None
                 self.fd, self.size = fd, part.file_size
             elif part.file_size != self.size:
@@ -476,7 +493,9 @@ class _Pool:
             self.queue.extend(jobs)
             self.pending = len(jobs)
         threads = [
-            threading.Thread(target=self._work, args=(s, handle, fail), name=f"nzb-{s.spec.name}-{s.index}", daemon=True)
+            threading.Thread(
+                target=self._work, args=(s, handle, fail), name=f"nzb-{s.spec.name}-{s.index}", daemon=True
+            )
             for s in live[: len(jobs)]
         ]
         for t in threads:
@@ -752,7 +771,7 @@ class _Download:
             return "article missing on the server (430)"
         try:
             part = decode_yenc_part(body)
-        except UsenetSyncError as e:
+        except (UsenetSyncError, ValueError) as e:  # hostile input must not stop the run
             return f"not a usable yEnc article: {e}"
         if part.expected_crc is not None and not part.crc_ok:
             return f"CRC mismatch: crc32 {part.crc32:08x}, the poster's pcrc32 {part.expected_crc:08x}"

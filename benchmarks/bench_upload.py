@@ -631,11 +631,12 @@ def profile_runs(workdir: Path, root: Path, fs: FolderSpec, sink: Sink, connecti
         what = "samples of the thread holding the GIL" if gil else "samples of non-idle threads"
         print(f"\n-- py-spy, {fs.name} -> {target}: {what} ({r['mb_s']:.0f} MB/s under the profiler; "
               f"raw stacks: {raw})")
-        out[target] = {"file": str(raw), "mb_s": round(r["mb_s"], 1), "top": summarize_profile(raw)}
+        out[target] = {"file": str(raw), "mb_s": round(r["mb_s"], 1), "mode": "gil" if gil else "active",
+                       "top": summarize_profile(raw, gil=gil)}
     return out
 
 
-def summarize_profile(raw: Path, top: int = 12) -> dict[str, Any]:
+def summarize_profile(raw: Path, top: int = 12, *, gil: bool = True) -> dict[str, Any]:
     """Samples per thread, and the top functions by own and by inclusive samples, from py-spy raw output."""
     own: Counter[str] = Counter()
     incl: Counter[str] = Counter()
@@ -664,8 +665,11 @@ def summarize_profile(raw: Path, top: int = 12) -> dict[str, Any]:
             incl[f] += count
     if not total:
         return {}
-    print(f"   {total} samples by thread role (py-spy's idle detection misses some lock waits, e.g. "
-          f"Condition.wait):")
+    if gil:
+        print(f"   {total} samples of the GIL holder, by thread role (share of GIL-held time):")
+    else:
+        print(f"   {total} samples by thread role (py-spy's idle detection misses some lock and recv waits, e.g. "
+              f"Condition.wait, _recv_into):")
     for role, c in by_thread.most_common():
         print(f"     {c / total:6.1%}  {role}")
         for leaf, lc in own_by_thread[role].most_common(4):
@@ -785,8 +789,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true",
                    help="after timing, one upload per folder into the sink and into INN under py-spy")
     p.add_argument("--native", action="store_true", help="with --profile: include native (C) frames")
-    p.add_argument("--profile-gil", action="store_true",
-                   help="with --profile: sample only the thread holding the GIL (what serializes the pipeline)")
+    p.add_argument("--profile-mode", choices=("gil", "active"), default="gil",
+                   help="with --profile: 'gil' samples only the thread holding the GIL (what serializes the "
+                   "pipeline; default), 'active' every thread py-spy thinks is not idle (it counts lock and "
+                   "recv waits as busy, so it misleads here)")
     p.add_argument("--json", action="store_true", help="end with one JSON line holding every figure")
     a = p.parse_args(argv)
     runs = a.runs or (3 if a.quick else 5)
@@ -824,7 +830,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.profile:
             for fs in folders:
                 profiles[fs.name] = profile_runs(a.workdir, roots[fs.name], fs, sink, a.connections,
-                                                 a.check_delay, a.sink_check_delay, a.native, a.profile_gil)
+                                                 a.check_delay, a.sink_check_delay, a.native, a.profile_mode == "gil")
     finally:
         sink_totals = sink.close()
     total_s = time.perf_counter() - t_start

@@ -167,6 +167,9 @@ EXIT_CODES: dict[int, str] = {
     CryptoError.exit_code: "decryption or integrity failure",
     WrongPasswordError.exit_code: "wrong password",
     TamperedError.exit_code: "tampered or corrupt data",
+    16: "download incomplete: some files could not be completed",
+    17: "verify: articles missing or damaged, repairable (verify --repair)",
+    18: "verify: data lost (not repairable)",
     LockedError.exit_code: "another usenetsync run holds the lock",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); resumable",
 }

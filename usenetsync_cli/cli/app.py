@@ -34,6 +34,7 @@ from usenetsync_cli.cli import download as download_cmd
 from usenetsync_cli.cli.keys import keys_app
 from usenetsync_cli.cli.share import share_app
 from usenetsync_cli.cli.nzb import nzb_app
+from usenetsync_cli.cli import verify as verify_cmd
 from usenetsync_cli.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -82,6 +83,7 @@ app.command("index")(index_cmd.index)
 app.command("status")(status_cmd.status)
 app.command("upload")(upload_cmd.upload)
 app.command("download")(download_cmd.download)
+app.command("verify")(verify_cmd.verify)
 app.add_typer(server_app, name="server")
 app.add_typer(keys_app, name="keys")
 app.add_typer(share_app, name="share")

@@ -79,7 +79,7 @@ def check_posted(
                     failed.append((seg_id,))
                     s.failed += 1
             with sconn:
-                sconn.executemany("UPDATE segments SET state=2, checked_ns=? WHERE seg_id=?", verified)
+                sconn.executemany("UPDATE segments SET state=2, checked_ns=?, check_result=1 WHERE seg_id=?", verified)
                 sconn.executemany(
                     "UPDATE segments SET state=0, attempt=attempt+1, server_msgid=NULL,"
                     " error='missing after posting' WHERE seg_id=?",

@@ -9,6 +9,8 @@ Invariants:
   mtime_ns, inode) it was planned from. A large file that changed makes the
   whole segment ``changed``; a pack member that changed or vanished is left
   out (its bytes zeroed) and reported, the rest of the pack goes on.
+- A segment posted before is re-posted only with the same plaintext (its
+  stored hash); anything else counts as changed.
 - Nothing here writes state; results travel back to the collector.
 - The heavy calls (pread, xxh3, AES-GCM, yEnc) release the GIL, so several
   encoder threads use several cores.
@@ -51,6 +53,10 @@ class Work:
     is_pack: bool
     sources: list[Source]
     retries: int = 0
+    # The plaintext hash of an earlier post of this segment: a re-post (after a
+    # missing article, or a repair) must carry exactly the same bytes.
+    expect_hash: bytes | None = None
+    nonce: bytes | None = None  # set for a re-post: seal exactly as the first time
     # Filled in by encode():
     msgid: str = ""
     buffers: list[bytes] = field(default_factory=list)
@@ -112,8 +118,14 @@ def encode(work: Work, ctx: FolderContext, names: WireNames) -> Work:
             return work
         payload = bytes(buf)
         work.hash = xxhash.xxh3_128_digest(payload)
+    if work.expect_hash is not None and work.hash != work.expect_hash:
+        work.changed = True  # same stat, other bytes: never post different content under this segment
+        return work
+    if work.nonce is None or work.expect_hash is None:
+        # A stored nonce is only ever reused with the plaintext whose hash was stored with it.
+        work.nonce = new_nonce()
     aad = place_aad(ctx.uid, work.shard, work.seg_id)
-    sealed = seal_segment(ctx.keys.aesgcm, aad, payload, new_nonce())
+    sealed = seal_segment(ctx.keys.aesgcm, aad, payload, work.nonce)
     work.msgid = segment_message_id(ctx.keys.msgid_key, ctx.domains, work.shard, work.seg_id, work.attempt)
     work.buffers = build_article(
         message_id=work.msgid,

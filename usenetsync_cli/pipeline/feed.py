@@ -53,17 +53,17 @@ def iter_work(
     conn: apsw.Connection, shard: int, folder_id: int, paths: DirPaths
 ) -> Iterator[Work]:
     """Every planned (state 0) segment of one shard as a ``Work`` item."""
-    for seg_id, file_id, offset, length, attempt in iter_segments(conn, folder_id, STATE_PLANNED):
+    for seg_id, file_id, offset, length, attempt, expect, nonce in iter_segments(conn, folder_id, STATE_PLANNED):
         if file_id is not None:
             f = conn.execute(_FILE, (file_id,)).fetchall()
             if not f:
                 continue
             dir_id, name, size, mtime, ino = f[0]
             src = Source(file_id, os.path.join(paths(dir_id), name), offset, length, 0, size, mtime, ino)
-            yield Work(shard, seg_id, attempt, length, False, [src])
+            yield Work(shard, seg_id, attempt, length, False, [src], expect_hash=expect, nonce=nonce)
         else:
             sources = [
                 Source(fid, os.path.join(paths(dir_id), name), 0, mlen, poff, size, mtime, ino)
                 for fid, poff, mlen, dir_id, name, size, mtime, ino in conn.execute(_MEMBERS, (seg_id,))
             ]
-            yield Work(shard, seg_id, attempt, length, True, sources)
+            yield Work(shard, seg_id, attempt, length, True, sources, expect_hash=expect, nonce=nonce)

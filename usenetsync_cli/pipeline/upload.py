@@ -55,7 +55,8 @@ from usenetsync_cli.store.state import NSHARDS, State, shard_path
 _END = object()
 
 _POSTED = (
-    "UPDATE segments SET state=1, wire_bytes=?, hash=?, posted_ns=?, server_msgid=?, error=NULL WHERE seg_id=?"
+    "UPDATE segments SET state=1, wire_bytes=?, hash=?, nonce=?, posted_ns=?, server_msgid=?, error=NULL"
+    " WHERE seg_id=?"
 )
 _MEMBER_HASH = "UPDATE pack_members SET hash=? WHERE seg_id=? AND file_id=?"
 _DROP_MEMBER = "DELETE FROM pack_members WHERE seg_id=? AND file_id=?"
@@ -78,6 +79,9 @@ class UploadOptions:
     max_rounds: int = 4
     check: bool = True
     check_delay: float = 1.0
+    # Repair: post only segments already set back to planned; never re-plan,
+    # and a source that changed fails its segment instead of being re-planned.
+    repair: bool = False
     batch_rows: int = 500
     batch_seconds: float = 2.0
     poster: PosterOptions = field(default_factory=PosterOptions)
@@ -177,8 +181,9 @@ def upload_folder(
             summary.duplicates_confirmed += probe_in_doubt(state, folder.folder_id, ctx, checker)
             for rnd in range(1, opts.max_rounds + 1):
                 summary.rounds = rnd
-                plan = plan_folder(state, folder.folder_id, seg_size)
-                summary.files_planned += plan.files_planned + plan.files_replanned
+                if not opts.repair:
+                    plan = plan_folder(state, folder.folder_id, seg_size)
+                    summary.files_planned += plan.files_planned + plan.files_replanned
                 pending = _count(state, folder.folder_id, STATE_PLANNED)
                 if pending:
                     run.post_round(rnd)
@@ -233,7 +238,7 @@ def probe_in_doubt(state: State, folder_id: int, ctx: FolderContext, conn: Conne
         now = time.time_ns()
         present = [(now, now, ids[mid]) for mid, ok in conn.stat_many(list(ids)) if ok]
         with sconn:
-            sconn.executemany("UPDATE segments SET state=2, posted_ns=?, checked_ns=? WHERE seg_id=?", present)
+            sconn.executemany("UPDATE segments SET state=2, posted_ns=?, checked_ns=?, check_result=1 WHERE seg_id=?", present)
         found += len(present)
     with state.catalog:
         state.catalog.execute("DELETE FROM upload_marks WHERE folder_id=?", (folder_id,))
@@ -487,7 +492,10 @@ class _Run:
         work, s = r.work, self.s
         sh = work.shard
         if r.outcome in ("posted", "duplicate"):
-            w.add(sh, _POSTED, (work.wire_bytes, work.hash, time.time_ns(), r.server_msgid, work.seg_id))
+            # A confirmed duplicate is an earlier post's copy, sealed with a nonce we never
+            # recorded: leave it unknown rather than claim this run's.
+            nonce = work.nonce if r.outcome == "posted" else None
+            w.add(sh, _POSTED, (work.wire_bytes, work.hash, nonce, time.time_ns(), r.server_msgid, work.seg_id))
             for file_id, h in work.member_hashes:
                 w.add(sh, _MEMBER_HASH, (h, work.seg_id, file_id))
             s.posted_now += 1
@@ -501,6 +509,9 @@ class _Run:
             w.add(sh, _FAILED, (r.error or r.outcome, work.seg_id))
             s.rejected += r.outcome == "rejected"
             s.errors.append(f"segment {sh}:{work.seg_id}: {r.error}") if len(s.errors) < 20 else None
+        elif r.outcome == "changed" and self.opts.repair:
+            s.changed_sources += 1
+            w.add(sh, _FAILED, ("the source changed since it was posted: cannot repair from it", work.seg_id))
         elif r.outcome == "changed":
             s.changed_sources += 1
             unreadable = False
@@ -510,7 +521,7 @@ class _Run:
                 w.add(sh, _FAILED, ("cannot read the source file", work.seg_id))
             elif work.is_pack:
                 w.add(sh, _SUPERSEDE_SEG, (work.seg_id,))
-        if work.dropped and r.outcome != "changed":
+        if work.dropped and r.outcome != "changed" and not self.opts.repair:
             for file_id in work.dropped:
                 src = next(x for x in work.sources if x.file_id == file_id)
                 w.add(sh, _DROP_MEMBER, (work.seg_id, file_id))

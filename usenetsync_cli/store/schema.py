@@ -154,4 +154,19 @@ SHARD_MIGRATIONS: list[Migration] = [
     ) WITHOUT ROWID;
     CREATE INDEX pack_members_file ON pack_members(file_id);
     """,
+    # v3: results of verify sweeps, least recently checked first.
+    #   check_result: 1 present (STAT 223), 0 missing (430 family), 2 damaged
+    #   (BODY failed its CRC, GCM tag or hash). checked_ns: when, by post-check
+    #   or verify.
+    """
+    ALTER TABLE segments ADD COLUMN check_result INTEGER;
+    CREATE INDEX segments_check ON segments(folder_id, checked_ns, seg_id);
+    """,
+    # v4: the AES-GCM nonce a segment was first sealed with. A re-post (or a
+    # rebuild for recovery data) seals the same plaintext (checked by hash)
+    # with the same nonce, so the bytes on the server are reproducible; a
+    # different plaintext is never sealed under a stored nonce.
+    """
+    ALTER TABLE segments ADD COLUMN nonce BLOB;
+    """,
 ]

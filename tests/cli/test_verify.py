@@ -1,0 +1,98 @@
+"""verify and verify --repair against the real INN (articles removed with ctlinnd cancel, corrupted in the spool)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_share_download import Users, make_folder, publish, snapshot, users  # noqa: F401 - fixture
+from tests.pipeline.upload_support import message_ids
+from tests.support.inn import InnServer
+from usenetsync_cli.store import catalog
+from usenetsync_cli.store.home import Home
+from usenetsync_cli.store.state import State
+
+
+def _ids(users: Users, src: Path) -> dict[tuple[int, int], str]:
+    users.mp.setenv("USENETSYNC_HOME", str(users.homes["alice"]))
+    with State.open(Home.resolve()) as st:
+        folder = catalog.get_folder(st.catalog, os.fsencode(src.resolve()))
+        assert folder is not None
+        return message_ids(st, folder)
+
+
+def _summary(r):  # type: ignore[no-untyped-def]
+    return [x for x in r.json_lines() if x["type"] == "verify.summary"][0]
+
+
+def test_verify_finds_exactly_the_cancelled_and_repair_restores(users: Users, tmp_path: Path, inn: InnServer) -> None:
+    src = tmp_path / "src"
+    make_folder(src)
+    for i in range(3):
+        (src / f"bulk{i}.bin").write_bytes(os.urandom(70_000))
+    sid = publish(users, src, "--public")
+    ids = _ids(users, src)
+    victims = sorted(ids.values())[:3]
+    for mid in victims:
+        inn.cancel(mid)
+    r = users.as_("alice", "verify", "--json")
+    assert r.code == 17, r.err
+    s = _summary(r)
+    assert s["checked"] == len(ids) and s["missing"] == 3 and s["present"] == len(ids) - 3
+    assert s["missing_files"]
+    r = users.as_("alice", "verify", "--repair", "--json")
+    assert r.code == 0, r.err
+    rep = [x for x in r.json_lines() if x["type"] == "verify.repair"][0]
+    assert rep["repaired"] == 3 and rep["unrepairable"] == 0
+    assert "published share 's' version 2" in r.err
+    new_ids = _ids(users, src)
+    assert all(inn.stat(m) == 223 for m in new_ids.values())
+    assert len(set(new_ids.values()) - set(ids.values())) == 3
+    r = users.as_("alice", "verify", "--json")
+    assert r.code == 0 and _summary(r)["missing"] == 0
+    r = users.as_("bob", "download", sid, str(tmp_path / "dest"))
+    assert r.code == 0, r.err
+    assert snapshot(tmp_path / "dest") == snapshot(src)
+
+
+def test_repair_refuses_a_changed_source(users: Users, tmp_path: Path, inn: InnServer) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(100_000))
+    publish(users, src, "--public")
+    inn.cancel(sorted(_ids(users, src).values())[0])
+    (src / "big.bin").write_bytes(os.urandom(100_000))  # the source moved on
+    r = users.as_("alice", "verify", "--repair", "--json")
+    assert r.code == 18 and "could not be repaired" in r.err
+
+
+def test_read_data_finds_a_corrupted_body(users: Users, tmp_path: Path, inn: InnServer) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(100_000))
+    publish(users, src, "--public")
+    victim = sorted(_ids(users, src).values())[0]
+    inn.corrupt(victim, 500)
+    r = users.as_("alice", "verify", "--json")
+    assert r.code == 0 and _summary(r)["present"] > 0  # STAT alone cannot see it
+    r = users.as_("alice", "verify", "--read-data", "100", "--json")
+    assert r.code == 17
+    s = _summary(r)
+    assert s["damaged"] == 1 and s["bodies_read"] == s["checked"]
+
+
+def test_max_duration_and_max_age_resume_the_sweep(users: Users, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(400_000))
+    publish(users, src, "--public")
+    total = len(_ids(users, src))
+    r = users.as_("alice", "verify", "--max-duration", "0.000001s", "--json")
+    first = _summary(r)
+    assert first["checked"] < total and first["unchecked_left"] == total - first["checked"]
+    r = users.as_("alice", "verify", "--max-age", "1h", "--json")
+    assert _summary(r)["checked"] == 0  # everything was checked within the hour
+    r = users.as_("alice", "verify", "--json")
+    assert _summary(r)["checked"] == total

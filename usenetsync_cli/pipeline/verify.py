@@ -1,0 +1,251 @@
+"""Verify sweeps: which of a folder's articles are still on the server.
+
+Owns: STATting every live posted segment of a folder, pipelined over several
+connections, least recently checked first, optionally fetching a sample with
+BODY to prove the content (STAT can pass while the body is gone), and
+recording the result per segment.
+
+How: each connection thread owns a fixed set of shards (so a shard's
+connection is only ever used by one thread) and pages through them with
+``checked_ns < sweep start`` (rows it updates leave the predicate, so no
+cursor or keyset is needed and an interrupted sweep resumes with what is
+still oldest). ``--max-age`` raises the bar to ``now - max_age``;
+``--max-duration`` stops every thread at a deadline.
+
+Commit point: one transaction per shard per page of results (``PAGE`` rows).
+A server error is never recorded as a missing article: a thread that cannot
+get answers stops, and what it did not check stays unchecked.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import xxhash
+
+from usenetsync_cli.core.article import decode_yenc_article
+from usenetsync_cli.core.crypto import open_segment, place_aad
+from usenetsync_cli.core.msgid import segment_message_id
+from usenetsync_cli.errors import UsenetSyncError
+from usenetsync_cli.nntp import Connection, NNTPError, ServerSpec
+from usenetsync_cli.pipeline.encode import FolderContext
+from usenetsync_cli.pipeline.poster import open_connection
+from usenetsync_cli.pipeline.upload import folder_context
+from usenetsync_cli.store import catalog
+from usenetsync_cli.store.segments import PAGE
+from usenetsync_cli.store.state import NSHARDS, State
+
+RESULT_MISSING, RESULT_PRESENT, RESULT_DAMAGED = 0, 1, 2
+
+_PAGE = (
+    "SELECT seg_id, attempt, server_msgid, hash FROM segments"
+    " WHERE folder_id=? AND state IN (1,2) AND checked_ns<? ORDER BY checked_ns, seg_id LIMIT ?"
+)
+_UNCHECKED = (
+    "SELECT seg_id, attempt, server_msgid, hash FROM segments"
+    " WHERE folder_id=? AND state IN (1,2) AND checked_ns IS NULL ORDER BY seg_id LIMIT ?"
+)
+
+
+@dataclass
+class VerifyOptions:
+    connections: int = 4
+    max_duration: float | None = None  # seconds
+    max_age: float | None = None  # seconds
+    read_data_pct: float = 0.0
+    window: int = 256
+
+
+@dataclass
+class VerifySummary:
+    folder: str
+    checked: int = 0
+    present: int = 0
+    missing: int = 0
+    damaged: int = 0
+    bodies_read: int = 0
+    errors: list[str] = field(default_factory=list)
+    unchecked_left: int = 0
+    elapsed_s: float = 0.0
+    missing_files: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.checked / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["articles_per_s"] = round(self.rate, 1)
+        d["elapsed_s"] = round(self.elapsed_s, 3)
+        return d
+
+
+def verify_folder(
+    state: State,
+    folder: catalog.Folder,
+    spec: ServerSpec,
+    opts: VerifyOptions,
+    *,
+    progress: Callable[[VerifySummary], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> VerifySummary:
+    s = VerifySummary(folder=folder.display_path)
+    ctx = folder_context(folder, spec.groups)
+    t0 = clock()
+    deadline = t0 + opts.max_duration if opts.max_duration else None
+    bar = time.time_ns() - int((opts.max_age or 0) * 1e9)
+    lock = threading.Lock()
+    n = max(1, min(opts.connections, NSHARDS))
+    seed = random.Random().getrandbits(64)
+    threads = [
+        threading.Thread(
+            target=_sweep_shards, name=f"verify-{i}",
+            args=(state, folder.folder_id, ctx, spec, opts, list(range(i, NSHARDS, n)), bar, deadline, clock, s, lock,
+                  seed, progress),
+            daemon=True,
+        )
+        for i in range(n)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            t.join()
+    except KeyboardInterrupt:
+        if deadline is None:
+            deadline = clock()
+        raise
+    s.elapsed_s = clock() - t0
+    s.unchecked_left = sum(
+        c.execute(
+            "SELECT count(*) FROM segments WHERE folder_id=? AND state IN (1,2) AND (checked_ns IS NULL OR checked_ns<?)",
+            (folder.folder_id, bar),
+        ).fetchall()[0][0]
+        for c in state.shards
+    )
+    s.missing_files = damaged_files(state, folder)
+    return s
+
+
+def _sweep_shards(
+    state: State, folder_id: int, ctx: FolderContext, spec: ServerSpec, opts: VerifyOptions, shards: list[int],
+    bar: int, deadline: float | None, clock: Callable[[], float], s: VerifySummary, lock: threading.Lock,
+    seed: int, progress: Callable[[VerifySummary], None] | None,
+) -> None:
+    conn: Connection | None = None
+    try:
+        for shard in shards:
+            sconn = state.shards[shard]
+            while deadline is None or clock() < deadline:
+                rows = sconn.execute(_UNCHECKED, (folder_id, PAGE)).fetchall()
+                if not rows:
+                    rows = sconn.execute(_PAGE, (folder_id, bar, PAGE)).fetchall()
+                if not rows:
+                    break
+                for attempt in range(3):
+                    try:
+                        if conn is None:
+                            conn = open_connection(spec)
+                        results = _check_page(conn, ctx, shard, rows, opts, seed)
+                        break
+                    except NNTPError as e:
+                        if conn is not None:
+                            conn.close()
+                            conn = None
+                        if e.response is not None and e.response.code == 412 and spec.groups:
+                            conn = open_connection(spec)  # this server wants a group first
+                            conn.group(spec.groups[0])
+                            continue
+                        if not e.retryable or attempt == 2:
+                            raise
+                        time.sleep(0.5 * (attempt + 1))
+                now = time.time_ns()
+                with sconn:
+                    sconn.executemany(
+                        "UPDATE segments SET checked_ns=?, check_result=? WHERE seg_id=?",
+                        [(now, res, seg_id) for seg_id, res in results],
+                    )
+                with lock:
+                    for _seg, res in results:
+                        s.checked += 1
+                        if res == RESULT_PRESENT:
+                            s.present += 1
+                        elif res == RESULT_MISSING:
+                            s.missing += 1
+                        else:
+                            s.damaged += 1
+                    s.bodies_read += sum(1 for r in rows if _sampled(seed, shard, r[0], opts.read_data_pct))
+                    if progress:
+                        progress(s)
+    except UsenetSyncError as e:
+        with lock:
+            s.errors.append(f"{spec.name}: {e}")
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+def _sampled(seed: int, shard: int, seg_id: int, pct: float) -> bool:
+    if pct <= 0:
+        return False
+    if pct >= 100:
+        return True
+    return xxhash.xxh64_intdigest(seg_id.to_bytes(8, "big") + bytes((shard,)), seed) % 10_000 < pct * 100
+
+
+def _check_page(
+    conn: Connection, ctx: FolderContext, shard: int, rows: list[tuple[Any, ...]], opts: VerifyOptions, seed: int
+) -> list[tuple[int, int]]:
+    keys = ctx.keys
+    ids: dict[str, tuple[int, bytes | None]] = {}
+    for seg_id, attempt, server_id, h in rows:
+        mid = server_id or segment_message_id(keys.msgid_key, ctx.domains, shard, seg_id, attempt)
+        ids[mid] = (seg_id, h)
+    out: dict[int, int] = {}
+    for mid, ok in conn.stat_many(list(ids), window=opts.window):
+        out[ids[mid][0]] = RESULT_PRESENT if ok else RESULT_MISSING
+    sample = [m for m, (seg_id, _h) in ids.items() if out[seg_id] == RESULT_PRESENT and _sampled(seed, shard, seg_id, opts.read_data_pct)]
+    for mid, body in conn.body_many(sample, window=8):
+        seg_id, h = ids[mid]
+        out[seg_id] = _body_result(ctx, shard, seg_id, h, body)
+    return list(out.items())
+
+
+def _body_result(ctx: FolderContext, shard: int, seg_id: int, h: bytes | None, body: bytes | None) -> int:
+    if body is None:
+        return RESULT_MISSING
+    try:
+        sealed, _name, crc_ok = decode_yenc_article(body)
+        if not crc_ok:
+            return RESULT_DAMAGED
+        payload = open_segment(ctx.keys.aesgcm, place_aad(ctx.uid, shard, seg_id), sealed)
+    except UsenetSyncError:
+        return RESULT_DAMAGED
+    if h is not None and xxhash.xxh3_128_digest(payload) != h:
+        return RESULT_DAMAGED
+    return RESULT_PRESENT
+
+
+def damaged_files(state: State, folder: catalog.Folder, limit: int = 1000) -> list[str]:
+    """Paths of files with a segment last found missing or damaged."""
+    dirs: dict[int, bytes] = {}
+    out: list[str] = []
+    for conn in state.shards:
+        for dir_id, name in conn.execute(
+            "SELECT DISTINCT f.dir_id, f.name FROM segments s"
+            " LEFT JOIN pack_members m ON m.seg_id=s.seg_id"
+            " JOIN files f ON f.file_id=COALESCE(s.file_id, m.file_id)"
+            " WHERE s.folder_id=? AND s.state IN (1,2) AND s.check_result IN (0,2) AND f.present=1 LIMIT ?",
+            (folder.folder_id, limit),
+        ):
+            if dir_id not in dirs:
+                r = state.catalog.execute("SELECT relpath FROM dirs WHERE dir_id=?", (dir_id,)).fetchall()
+                dirs[dir_id] = r[0][0] if r else b""
+            rel = dirs[dir_id] + b"/" + name if dirs[dir_id] else name
+            out.append(rel.decode("utf-8", "replace"))
+    return sorted(out)[:limit]

@@ -96,3 +96,18 @@ def test_max_duration_and_max_age_resume_the_sweep(users: Users, tmp_path: Path)
     assert _summary(r)["checked"] == 0  # everything was checked within the hour
     r = users.as_("alice", "verify", "--json")
     assert _summary(r)["checked"] == total
+
+
+def test_status_shows_share_health(users: Users, tmp_path: Path, inn: InnServer) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(100_000))
+    publish(users, src, "--public")
+    ids = _ids(users, src)
+    inn.cancel(sorted(ids.values())[0])
+    users.as_("alice", "verify")
+    r = users.as_("alice", "status", "--json")
+    (share,) = [x for x in r.json_lines() if x["type"] == "status.share"]
+    assert share["articles"] == len(ids) and share["at_risk"] == 1 and share["present"] == len(ids) - 1
+    assert 0 < share["pct_present"] < 100 and share["last_verified_ns"]
+    assert "shares" in users.as_("alice", "status").out

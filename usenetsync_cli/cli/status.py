@@ -42,6 +42,8 @@ def render(out: Output, r: StatusReport) -> None:
         out.emit("status.folder", **f)
     for job in r.jobs:
         out.emit("status.job", **job)
+    for share in r.shares:
+        out.emit("status.share", **share)
     for run in r.runs:
         out.emit("status.run", **run)
     if out.json:
@@ -83,6 +85,14 @@ def render(out: Output, r: StatusReport) -> None:
                 f"{js.get('failed', 0):,}", f"{js.get('mb_per_s', 0):.1f}", _when(job["updated_ns"]),
             )
         out.data(jt)
+    if r.shares:
+        st = Table(title="shares", title_justify="left")
+        for col in ("share", "kind", "version", "articles", "present", "at risk", "last verified"):
+            st.add_column(col)
+        for sh in r.shares:
+            st.add_row(sh["name"], sh["kind"], str(sh["version"]), f"{sh['articles']:,}", f"{sh['pct_present']:.2f}%",
+                       f"{sh['at_risk']:,}", _when(sh["last_verified_ns"]))
+        out.data(st)
     if r.runs:
         rt = Table(title="last runs", title_justify="left")
         for col in ("run", "command", "started", "took", "status", "result"):

@@ -25,6 +25,7 @@ class StatusReport:
     folders: list[dict[str, Any]] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)
     jobs: list[dict[str, Any]] = field(default_factory=list)
+    shares: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _file_bytes(path: Any) -> int:
@@ -66,6 +67,14 @@ def collect_status(state: State, runs: int = 8) -> StatusReport:
     for job in jobs.list_jobs(state.catalog):
         job["path"] = paths.get(job["folder_id"], "?")
         rep.jobs.append(job)
+    health: dict[int, dict[str, Any]] = {}
+    for sh_name, kind, version, folder_id in state.catalog.execute(
+        "SELECT name, kind, version, folder_id FROM shares ORDER BY share_pk"
+    ).fetchall():
+        if folder_id not in health:
+            health[folder_id] = folder_health(state, folder_id)
+        rep.shares.append({"name": sh_name, "kind": kind, "version": version, "folder_id": folder_id,
+                           "path": paths.get(folder_id, "?"), **health[folder_id]})
     for run in catalog.last_runs(state.catalog, runs):
         rep.runs.append(
             {"run_id": run.run_id, "command": run.command, "folder_id": run.folder_id, "pid": run.pid,
@@ -73,3 +82,18 @@ def collect_status(state: State, runs: int = 8) -> StatusReport:
              "summary": run.summary}
         )
     return rep
+
+
+def folder_health(state: State, folder_id: int) -> dict[str, Any]:
+    """Live articles of a folder, how many were last seen present, and when the last check ran."""
+    total = present = at_risk = 0
+    last = 0
+    for conn in state.shards:
+        t, p, r, m = conn.execute(
+            "SELECT count(*), coalesce(sum(check_result=1),0), coalesce(sum(check_result IN (0,2)),0),"
+            " coalesce(max(checked_ns),0) FROM segments WHERE folder_id=? AND state IN (1,2)",
+            (folder_id,),
+        ).fetchall()[0]
+        total, present, at_risk, last = total + t, present + p, at_risk + r, max(last, m)
+    return {"articles": total, "present": present, "at_risk": at_risk,
+            "pct_present": round(100.0 * present / total, 2) if total else 100.0, "last_verified_ns": last or None}

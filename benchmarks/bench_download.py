@@ -717,7 +717,7 @@ def report(large: dict[str, Any] | None, tiny: list[dict[str, Any]]) -> list[dic
     verdicts: list[dict[str, Any]] = []
     if large:
         o, b = large["ours"], large["baseline"]
-        print(f"\n### 1 GB share: {large['files']} files, {large['bytes'] / 1e9:.3f} GB, {large['articles']:,} "
+        print(f"\n### Large share: {large['files']} files, {large['bytes'] / 1e9:.3f} GB, {large['articles']:,} "
               f"articles, {large['connections']} connections, {len(large['runs']['ratios'])} runs "
               f"(load {large['load_1min']['median']} [{large['load_1min']['min']}–{large['load_1min']['max']}])\n")
         print("| run | MB/s payload median [min–max] | time s | CPU-s per GB | peak RSS MB |")

@@ -121,3 +121,14 @@ def test_missing_after_post_is_reposted_under_new_attempt(state: State, tmp_path
     new_id = message_ids(state, folder)[victim_key]
     assert new_id != victim and inn.stat(new_id) == 223 and inn.stat(victim) == 430
     assert read_back(state, folder) == files
+
+
+def test_limit_rate_paces_the_upload(state: State, tmp_path: Path, inn: InnServer) -> None:
+    """A functional check of --limit-rate: 3 MB at 1 MB/s (1 MB burst) cannot finish in under ~2 s."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f.bin").write_bytes(os.urandom(3_000_000))
+    folder = indexed(state, src)
+    s = upload_folder(state, folder, _opts(inn, limit_rate=1_000_000, check=False))
+    assert s.posted_now == s.segments and s.wire_bytes_posted > 3_000_000
+    assert s.elapsed_s >= (s.wire_bytes_posted - 1_000_000) / 1_000_000 * 0.95

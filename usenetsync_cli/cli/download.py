@@ -10,7 +10,7 @@ import typer
 from usenetsync_cli.cli.common import JsonOpt, Output, human_bytes
 from usenetsync_cli.cli.share import PassphraseOpt, read_password
 from usenetsync_cli.config import Config
-from usenetsync_cli.errors import ConfigError, InputPathError
+from usenetsync_cli.errors import ConfigError, InputPathError, InterruptedByUser
 from usenetsync_cli.pipeline.download import STATE_DIR, DownloadIncompleteError, DownloadSummary, download_records
 from usenetsync_cli.pipeline.poster import open_connection
 from usenetsync_cli.pipeline.shares import open_share
@@ -79,10 +79,17 @@ def download(
         finally:
             conn.close()
         out.say(f"share version {opened.index.version}: index verified ({opened.index.header.parts} articles)")
-        summary = download_records(
-            opened.records(), dest, spec, version=opened.index.version, index_sha256=opened.index.header.index_sha256,
-            connections=connections, sync=sync, keep_deleted=keep_deleted,
-        )
+        try:
+            summary = download_records(
+                opened.records(), dest, spec, version=opened.index.version,
+                index_sha256=opened.index.header.index_sha256, connections=connections, sync=sync,
+                keep_deleted=keep_deleted,
+            )
+        except KeyboardInterrupt:
+            raise InterruptedByUser(
+                "download interrupted; what was fetched is kept",
+                hint="run the same command again to continue where it stopped",
+            ) from None
     _render(out, summary)
     if summary.damaged:
         raise DownloadIncompleteError(

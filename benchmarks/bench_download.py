@@ -480,6 +480,16 @@ print(json.dumps({"wall_s": wall, "articles": sum(a for a, _, _ in stats), "miss
 """
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU-seconds of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+    total = sum(v[:8])  # guest time is already inside user
+    return (total - idle) / hz, total / hz
+
+
 def _children_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
@@ -495,6 +505,7 @@ def run_ours(pub: Published, reader_home: Path, dest: Path, connections: int,
     _rm(dest)
     os.sync()  # the previous run's writeback is not this run's cost
     c0 = _children_cpu()
+    m0 = machine_cpu()
     t0 = time.perf_counter()
     proc = subprocess.run(
         [*(prefix or []), sys.executable, "-c", _LAUNCHER, "download", pub.share_id, str(dest),
@@ -502,6 +513,7 @@ def run_ours(pub: Published, reader_home: Path, dest: Path, connections: int,
         capture_output=True, text=True, env=_env(reader_home), cwd=str(REPO),
     )
     wall = time.perf_counter() - t0
+    m1 = machine_cpu()
     cpu = _children_cpu() - c0
     if proc.returncode != 0:
         raise RuntimeError(f"download failed ({proc.returncode}):\n{proc.stdout[-1500:]}\n{proc.stderr.strip()[-3000:]}")
@@ -533,6 +545,9 @@ def run_ours(pub: Published, reader_home: Path, dest: Path, connections: int,
         "segments": summary["segments_fetched"],
         "payload_bytes": payload,
         "files": summary["files_written"],
+        # Everything else the machine did meanwhile: INN's nnrpd serving the reads, plus other users' work.
+        "other_cpu_s_per_gb": max(0.0, (m1[0] - m0[0]) - cpu) / (payload / 1e9),
+        "machine_busy_pct": 100 * (m1[0] - m0[0]) / max(1e-9, m1[1] - m0[1]),
     }
     if "pipeline_cpu_s" in child:
         out["pipeline_cpu_s"] = child["pipeline_cpu_s"]
@@ -545,12 +560,14 @@ def run_ours(pub: Published, reader_home: Path, dest: Path, connections: int,
 
 def run_baseline(pub: Published, connections: int, window: int, quickack: bool) -> dict[str, Any]:
     c0 = _children_cpu()
+    m0 = machine_cpu()
     proc = subprocess.run(
         [sys.executable, "-c", _BASELINE,
          json.dumps({"ids_file": str(pub.ids_file), "host": HOST, "port": PORT, "connections": connections,
                      "window": window, "quickack": quickack})],
         capture_output=True, text=True, cwd=str(REPO),
     )
+    m1 = machine_cpu()
     cpu = _children_cpu() - c0
     if proc.returncode != 0:
         raise RuntimeError(f"baseline failed ({proc.returncode}):\n{proc.stderr.strip()[-3000:]}")
@@ -566,6 +583,8 @@ def run_baseline(pub: Published, connections: int, window: int, quickack: bool) 
         "loop_cpu_s": r["cpu_s"],
         "cpu_s_per_gb": cpu / (payload / 1e9),
         "wire_bytes": r["wire_bytes"],
+        "other_cpu_s_per_gb": max(0.0, (m1[0] - m0[0]) - cpu) / (payload / 1e9),
+        "machine_busy_pct": 100 * (m1[0] - m0[0]) / max(1e-9, m1[1] - m0[1]),
     }
 
 
@@ -616,6 +635,18 @@ def profile_run(pub: Published, reader_home: Path, dest: Path, connections: int,
     return {"run": r, **summarize_pyspy(raw)}
 
 
+def _role(frames: list[str]) -> str:
+    """Which of download's threads a py-spy stack belongs to (py-spy names threads by id only)."""
+    text = ";".join(frames[:6])
+    if "work (" in text and "download.py" in text:
+        return "fetch workers"
+    if "feed (" in text or "_feed (" in text:
+        return "index feeder"
+    if "Thread" in frames[0] if frames else False:
+        return "other thread"
+    return "main thread"
+
+
 def summarize_pyspy(raw: Path, top: int = 20) -> dict[str, Any]:
     leaf: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
@@ -628,8 +659,8 @@ def summarize_pyspy(raw: Path, top: int = 20) -> dict[str, Any]:
         n = int(count)
         frames = stack.split(";")
         total += n
-        threads[frames[0]] += n
-        fr = [f for f in frames[1:]]
+        fr = frames[1:]
+        threads[_role(fr)] += n
         if fr:
             leaf[fr[-1]] += n
         for f in set(fr):
@@ -680,8 +711,9 @@ def bench_large(pub: Published, reader_home: Path, dest: Path, args: argparse.Na
         "ours": {k: ours.stat(k) for k in ("mb_s", "elapsed_s", "process_wall_s", "process_mb_s", "cpu_s",
                                            "cpu_s_per_gb", "pipeline_cpu_s_per_gb", "outside_pipeline_cpu_s",
                                            "peak_rss_mb", "rss_after_imports_mb", "rss_before_pipeline_mb",
-                                           "ctxsw_per_segment")},
-        "baseline": {k: base.stat(k) for k in ("mb_s", "wire_mb_s", "elapsed_s", "cpu_s", "cpu_s_per_gb")},
+                                           "ctxsw_per_segment", "other_cpu_s_per_gb", "machine_busy_pct")},
+        "baseline": {k: base.stat(k) for k in ("mb_s", "wire_mb_s", "elapsed_s", "cpu_s", "cpu_s_per_gb",
+                                               "other_cpu_s_per_gb", "machine_busy_pct")},
         "ratio_paired": {"median": round(statistics.median(ratios), 3), "min": round(min(ratios), 3),
                          "max": round(max(ratios), 3)},
         "ratio_of_medians": round(ours.stat("mb_s")["median"] / base.stat("mb_s")["median"], 3),  # type: ignore[index]
@@ -720,15 +752,18 @@ def report(large: dict[str, Any] | None, tiny: list[dict[str, Any]]) -> list[dic
         print(f"\n### Large share: {large['files']} files, {large['bytes'] / 1e9:.3f} GB, {large['articles']:,} "
               f"articles, {large['connections']} connections, {len(large['runs']['ratios'])} runs "
               f"(load {large['load_1min']['median']} [{large['load_1min']['min']}–{large['load_1min']['max']}])\n")
-        print("| run | MB/s payload median [min–max] | time s | CPU-s per GB | peak RSS MB |")
-        print("|---|---|---|---|---|")
-        print(f"| ours: `usenetsync download` (download_records time) | {_fmt(o['mb_s'])} | {_fmt(o['elapsed_s'], '{:.2f}')} "
-              f"| {_fmt(o['cpu_s_per_gb'], '{:.2f}')} (whole process); pipeline alone {_fmt(o['pipeline_cpu_s_per_gb'], '{:.2f}')} "
-              f"| {_fmt(o['peak_rss_mb'], '{:.1f}')} |")
+        print("| run | MB/s payload median [min–max] | time s | client CPU-s per GB | INN + other CPU-s per GB "
+              "| machine busy % | peak RSS MB |")
+        print("|---|---|---|---|---|---|---|")
+        print(f"| ours: `usenetsync download` (download_records time) | {_fmt(o['mb_s'])} | "
+              f"{_fmt(o['elapsed_s'], '{:.2f}')} | {_fmt(o['cpu_s_per_gb'], '{:.2f}')} (whole process); pipeline "
+              f"alone {_fmt(o['pipeline_cpu_s_per_gb'], '{:.2f}')} | {_fmt(o['other_cpu_s_per_gb'], '{:.2f}')} | "
+              f"{_fmt(o['machine_busy_pct'])} | {_fmt(o['peak_rss_mb'], '{:.1f}')} |")
         print(f"| ours, whole command (process start to exit) | {_fmt(o['process_mb_s'])} | "
-              f"{_fmt(o['process_wall_s'], '{:.2f}')} | – | – |")
+              f"{_fmt(o['process_wall_s'], '{:.2f}')} | – | – | – | – |")
         print(f"| bare pipelined BODY loop (raw socket, discard) | {_fmt(b['mb_s'])} (wire {_fmt(b['wire_mb_s'])}) | "
-              f"{_fmt(b['elapsed_s'], '{:.2f}')} | {_fmt(b['cpu_s_per_gb'], '{:.2f}')} | – |")
+              f"{_fmt(b['elapsed_s'], '{:.2f}')} | {_fmt(b['cpu_s_per_gb'], '{:.2f}')} | "
+              f"{_fmt(b['other_cpu_s_per_gb'], '{:.2f}')} | {_fmt(b['machine_busy_pct'])} | – |")
         rp = large["ratio_paired"]
         print(f"\nratio ours/baseline: {rp['median']:.2f} [{rp['min']:.2f}–{rp['max']:.2f}] (paired per run); "
               f"ratio of medians {large['ratio_of_medians']:.2f}")

@@ -470,6 +470,17 @@ class Series:
         return {"median": round(statistics.median(v), nd), "min": round(min(v), nd), "max": round(max(v), nd)}
 
 
+def settle() -> None:
+    """Flush dirty pages before a timed run.
+
+    INN writes ~1.1 GB per large run; left to the flusher, that writeback (CPU
+    in kworkers and virtio on this 2-core VM) lands in whichever run comes
+    next, the sink runs included. Measured: ours -> sink fell from ~440 to
+    ~375 MB/s when it followed an INN run without this.
+    """
+    os.sync()
+
+
 def fresh_home(workdir: Path, root: Path, tag: str) -> Path:
     """A new state home with ``root`` indexed (indexing is not part of any timing)."""
     home = Path(tempfile.mkdtemp(prefix=f"home-{tag}-", dir=workdir))
@@ -483,6 +494,7 @@ def run_ours(
 ) -> dict[str, Any]:
     home = fresh_home(workdir, root, tag)
     warm(root)
+    settle()
     try:
         c0 = server_cpu() if server_cpu else None
         r = run_child(
@@ -529,6 +541,7 @@ def run_baseline(
     host: str, port: int, connections: int, articles: int, payload: int, *, server_cpu: Any = None
 ) -> dict[str, Any]:
     # Same article size as ours: the mean plaintext payload plus the seal overhead.
+    settle()
     c0 = server_cpu() if server_cpu else None
     r = run_child(
         _CHILD_BASELINE,
@@ -571,7 +584,6 @@ def bench_folder(
         inn_up()
         order = ("ours", "base") if i % 2 == 0 else ("base", "ours")
         for kind in order:
-            os.sync()  # INN's writes of the previous run must not land in this one
             if kind == "ours":
                 series["ours_inn"].runs.append(
                     run_ours(workdir, root, f"{fs.name}-inn", "127.0.0.1", 119, connections, check_delay,

@@ -111,3 +111,66 @@ def test_status_shows_share_health(users: Users, tmp_path: Path, inn: InnServer)
     assert share["articles"] == len(ids) and share["at_risk"] == 1 and share["present"] == len(ids) - 1
     assert 0 < share["pct_present"] < 100 and share["last_verified_ns"]
     assert "shares" in users.as_("alice", "status").out
+
+
+def test_repair_from_par2_after_the_source_is_deleted(users: Users, tmp_path: Path, inn: InnServer) -> None:
+    """The issue's 'done when': cancel ~5% of a share's articles, delete the source, repair from PAR2, download."""
+    import shutil
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(4):
+        (src / f"f{i}.bin").write_bytes(os.urandom(400_000))
+    sid = publish(users, src, "--public")  # upload runs with the default --redundancy 10
+    ids = _ids(users, src)
+    victims = sorted(ids.values())[:: max(1, len(ids) // 5)][:5]  # spread, ~5%
+    for mid in victims:
+        inn.cancel(mid)
+    keep = snapshot(src)
+    shutil.rmtree(src)
+    r = users.as_("alice", "verify", "--json")
+    assert r.code == 17 and _summary(r)["missing"] == len(victims)
+    r = users.as_("alice", "verify", "--repair", "--json")
+    assert r.code == 0, r.err
+    rep = [x for x in r.json_lines() if x["type"] == "verify.repair"][0]
+    assert rep["rebuilt_from_par2"] == len(victims) and rep["unrepairable"] == 0
+    r = users.as_("bob", "download", sid, str(tmp_path / "dest"))
+    assert r.code == 0, r.err
+    assert snapshot(tmp_path / "dest") == keep
+
+
+def test_download_repairs_from_par2_on_the_fly(users: Users, tmp_path: Path, inn: InnServer) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"f{i}.bin").write_bytes(os.urandom(400_000))
+    sid = publish(users, src, "--public")
+    ids = sorted(_ids(users, src).values())
+    for mid in ids[:3]:
+        inn.cancel(mid)
+    inn.corrupt(ids[5], 200)
+    r = users.as_("bob", "download", sid, str(tmp_path / "dest"), "--json")
+    assert r.code == 0, r.err
+    summary = [x for x in r.json_lines() if x["type"] == "download.summary"][0]
+    assert summary["segments_repaired"] == 4 and summary["damaged"] == []
+    assert snapshot(tmp_path / "dest") == snapshot(src)
+
+
+def test_download_reports_exactly_what_par2_cannot_rebuild(users: Users, tmp_path: Path, inn: InnServer) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "lost.bin").write_bytes(os.urandom(400_000))
+    (src / "fine.txt").write_bytes(b"small and fine")
+    sid = publish(users, src, "--public")
+    users.mp.setenv("USENETSYNC_HOME", str(users.homes["alice"]))
+    with State.open(Home.resolve()) as st:
+        folder = catalog.get_folder(st.catalog, os.fsencode(src.resolve()))
+        assert folder is not None
+        big = [message_ids(st, folder)[(sh, seg)] for sh, c in enumerate(st.shards)
+               for (seg,) in c.execute("SELECT s.seg_id FROM segments s JOIN files f USING(file_id) WHERE f.name=?", (b"lost.bin",))]
+    for mid in big[:8]:  # more than the group's recovery blocks
+        inn.cancel(mid)
+    r = users.as_("bob", "download", sid, str(tmp_path / "dest"))
+    assert r.code == 16 and "lost.bin" in r.err
+    assert (tmp_path / "dest" / "fine.txt").read_bytes() == b"small and fine"
+    assert not (tmp_path / "dest" / "lost.bin").exists()

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, human_bytes, open_state
 from usenetsync_cli.config import Config
 from usenetsync_cli.errors import ConfigError, NotFoundError, UploadIncompleteError
+from usenetsync_cli.nntp import ServerSpec
 from usenetsync_cli.pipeline.index import resolve_folder
 from usenetsync_cli.pipeline.ratelimit import parse_rate
 from usenetsync_cli.pipeline.upload import UploadOptions, UploadProgress, UploadSummary, upload_folder
@@ -45,6 +46,9 @@ def upload(
         Optional[int],
         typer.Option("--segment-size", min=16_384, max=768_000, help="Segment payload in bytes (a folder's first upload only; default 768000)."),
     ] = None,
+    redundancy: Annotated[
+        int, typer.Option("--redundancy", min=0, max=100, metavar="PCT", help="PAR2 recovery data, in % of the posted bytes (0 disables).")
+    ] = 10,
     no_check: Annotated[
         bool, typer.Option("--no-check", help="Skip the STAT post-check (not recommended: 240 alone proves little).")
     ] = False,
@@ -86,6 +90,8 @@ def upload(
             else:
                 summary = upload_folder(state, folder, opts, progress=_json_progress(out) if json_out else None)
         render(out, summary)
+        if summary.complete and redundancy:
+            _recovery(out, state, folder, specs[0], redundancy)
         if summary.complete:
             _publish_pending(out, state, folder, server)
     if not summary.complete:
@@ -94,6 +100,21 @@ def upload(
             " are not posted and verified yet"
             + (f" ({summary.errors[0]})" if summary.errors else ""),
             hint=f"run `usenetsync upload {summary.folder} --resume` to retry them",
+        )
+
+
+def _recovery(out: Output, state: State, folder: catalog.Folder, spec: ServerSpec, redundancy: int) -> None:
+    """PAR2 over the bytes just posted, for segments not yet in a recovery group."""
+    from usenetsync_cli.pipeline.recovery import create_recovery
+
+    work = state.home.state_dir / "tmp"
+    work.mkdir(mode=0o700, exist_ok=True)
+    r = create_recovery(state, folder, spec, redundancy=redundancy, workdir=work)
+    out.emit("upload.recovery", **{k: v for k, v in r.__dict__.items() if isinstance(v, (int, float, str))})
+    if r.groups_created:
+        out.say(
+            f"recovery: {r.groups_created:,} PAR2 groups, {r.recovery_articles:,} articles"
+            f" ({r.recovery_bytes / 1e6:.1f} MB, {redundancy}%) in {r.elapsed_s:.1f} s"
         )
 
 

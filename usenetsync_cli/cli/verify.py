@@ -39,7 +39,7 @@ def parse_duration(text: str) -> float:
 
 def verify(
     share: Annotated[Optional[str], typer.Argument(help="The share to check (its name); default: every shared or uploaded folder.")] = None,
-    repair: Annotated[bool, typer.Option("--repair", help="Re-post missing articles from the unchanged source and publish new share versions.")] = False,
+    repair: Annotated[bool, typer.Option("--repair", help="Re-post missing articles from the unchanged source, else rebuild them from PAR2; publish new share versions.")] = False,
     read_data: Annotated[float, typer.Option("--read-data", min=0, max=100, metavar="PCT", help="Also fetch PCT% of the articles with BODY and check CRC, GCM tag and hash.")] = 0.0,
     max_duration: Annotated[Optional[str], typer.Option("--max-duration", help="Stop after this long (e.g. 10m); the next run continues with what is least recently checked.")] = None,
     max_age: Annotated[Optional[str], typer.Option("--max-age", help="Skip articles checked more recently than this (e.g. 7d).")] = None,
@@ -91,8 +91,10 @@ def verify(
                 specs = [e.spec() for e in cfg.posting_servers(server)]
                 r = repair_folder(state, folder, specs)
                 out.emit("verify.repair", **r.to_dict())
-                out.say(f"{folder.display_path}: repaired {r.repaired:,} of {r.to_repair:,} articles;"
-                        f" {r.unrepairable:,} could not be repaired from the source")
+                out.say(f"{folder.display_path}: repaired {r.repaired:,} of {r.to_repair:,} articles"
+                        f" ({r.rebuilt_from_par2:,} rebuilt from PAR2); {r.unrepairable:,} could not be repaired")
+                for problem in r.errors[:5]:
+                    out.say(f"[yellow]warning:[/] {problem}")
                 if r.repaired:
                     for sh in list_shares(state, fid):
                         if sh.version:

@@ -27,6 +27,9 @@ as latin-1, so any byte sequence round-trips):
     ["P", path, size, mtime_ns, mode, offset_in_pack, hash_hex]       -- member of the last K
     ["E", path, mtime_ns, mode]                                       -- empty file
     ["L", path, target, mtime_ns]                                     -- symlink
+    ["R", shard, group_id, gnonce_hex, block_size,
+          [[seg_id, pos, sealed_len, sealed_hash|null, msgid, plain_hash|null], ...],
+          [[idx, attempt, msgid|null], ...]]                          -- a PAR2 recovery group
     ["T", record_count]                                               -- trailer: truncation check
 
 Invariant: ``safe_relpath`` is applied to every path before it touches the

@@ -17,6 +17,11 @@ their temporary file is still there. A file whose final path already has the
 index's size and mtime is complete and is not fetched again — which is also
 how ``--sync`` fetches only new and changed files.
 
+Repair: a segment still missing or damaged after one more try is kept aside;
+once the whole index is read, the PAR2 recovery groups it lists rebuild
+what they can (survivors plus recovery articles, via pipeline/recovery.py),
+and only what they cannot is reported damaged.
+
 Safety: every path passes ``core.manifest.safe_relpath``; parent directories
 are checked with ``lstat`` to be real directories, never symlinks; symlinks
 from the index are created last, so nothing is ever written through one.
@@ -25,6 +30,7 @@ from the index are created last, so nothing is ever written through one.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import queue
 import stat
@@ -97,6 +103,7 @@ class DownloadSummary:
     symlinks: int = 0
     bytes_written: int = 0
     segments_fetched: int = 0
+    segments_repaired: int = 0  # rebuilt from PAR2 recovery data
     damaged: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
 
@@ -115,6 +122,7 @@ class DownloadSummary:
 class FolderSecrets:
     uid: bytes
     aes: AESGCM
+    enc_key: bytes
     msgid_key: bytes
     domains: tuple[str, ...]
     segment_size: int
@@ -124,6 +132,7 @@ def _secrets(header: dict[str, Any]) -> FolderSecrets:
     try:
         return FolderSecrets(
             uid=bytes.fromhex(header["folder_uid"]), aes=AESGCM(bytes.fromhex(header["enc_key"])),
+            enc_key=bytes.fromhex(header["enc_key"]),
             msgid_key=bytes.fromhex(header["msgid_key"]), domains=tuple(header["domains"]),
             segment_size=int(header["segment_size"]),
         )
@@ -215,6 +224,11 @@ class _Run:
                 "CREATE TABLE IF NOT EXISTS files(path BLOB PRIMARY KEY) WITHOUT ROWID;"
                 "CREATE TABLE IF NOT EXISTS seen(path BLOB PRIMARY KEY) WITHOUT ROWID;"
                 "DELETE FROM seen;"
+                "CREATE TABLE IF NOT EXISTS rgroup(shard INTEGER, group_id INTEGER, layout TEXT,"
+                " PRIMARY KEY(shard, group_id)) WITHOUT ROWID;"
+                "CREATE TABLE IF NOT EXISTS rmember(shard INTEGER, seg_id INTEGER, group_id INTEGER,"
+                " PRIMARY KEY(shard, seg_id)) WITHOUT ROWID;"
+                "DELETE FROM rgroup; DELETE FROM rmember;"
             )
             old = self.db.execute("SELECT v FROM meta WHERE k='index'").fetchall()
             if not old or old[0][0] != index_sha:
@@ -222,6 +236,7 @@ class _Run:
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES('index', ?)", (index_sha,))
         self.reader = db.connect(Path(os.fsdecode(os.path.join(state_dir, b"download.db"))))
         self._seen_batch: list[tuple[bytes]] = []
+        self.deferred: list[tuple[Task, str]] = []
         self._done_batch: list[tuple[int, int]] = []
 
     # ------------------------------------------------------------------ feeder
@@ -285,6 +300,12 @@ class _Run:
                 self.dest.place(rel)
                 self._seen(rel)
                 self.symlinks.append((rel, path_bytes(rec[2]), int(rec[3])))
+            elif kind == "R":
+                with self.reader:
+                    self.reader.execute("INSERT OR REPLACE INTO rgroup VALUES(?,?,?)", (rec[1], rec[2], json.dumps(rec)))
+                    self.reader.executemany(
+                        "INSERT OR REPLACE INTO rmember VALUES(?,?,?)", [(rec[1], m[0], rec[2]) for m in rec[5]]
+                    )
             elif kind == "T":
                 if int(rec[1]) != count:
                     raise TamperedError("the share index is truncated (record count mismatch)")
@@ -429,8 +450,14 @@ class _Run:
             return "missing"
         try:
             sealed, _name, crc_ok = decode_yenc_article(body)
-            if not crc_ok:
-                return "crc"
+        except UsenetSyncError:
+            return "damaged"
+        if not crc_ok:
+            return "crc"
+        return self._write_sealed(fs, task, sealed)
+
+    def _write_sealed(self, fs: FolderSecrets, task: Task, sealed: bytes) -> str | None:
+        try:
             payload = open_segment(fs.aes, place_aad(fs.uid, task.shard, task.seg_id), sealed)
         except UsenetSyncError:
             return "damaged"
@@ -492,10 +519,7 @@ class _Run:
                     self.tasks.put(task)  # one more try, likely on another connection
                     done -= 1
                     continue
-                for job, *_ in task.writes:
-                    if not job.failed:
-                        job.failed = True
-                        self.s.damaged.append(f"{os.fsdecode(os.path.relpath(job.path, self.dest.root))} ({err})")
+                self.deferred.append((task, err))  # PAR2 may still rebuild it, once the index is read
                 continue
             self.s.segments_fetched += 1
             if len(task.writes) == 1 and task.shard >= 0:
@@ -510,6 +534,50 @@ class _Run:
                 if self.progress:
                     self.progress(self.s)
         self._commit_done()
+
+    def repair_deferred(self, fs: FolderSecrets) -> None:
+        """Rebuild failed segments from their PAR2 groups; what cannot be rebuilt is reported damaged."""
+        from usenetsync_cli.pipeline.recovery import RecoveryError, rebuild_sealed
+
+        by_group: dict[tuple[int, int], list[tuple[Task, str]]] = {}
+        lost: list[tuple[Task, str]] = []
+        for task, err in self.deferred:
+            row = self.reader.execute(
+                "SELECT group_id FROM rmember WHERE shard=? AND seg_id=?", (task.shard, task.seg_id)
+            ).fetchall()
+            if row:
+                by_group.setdefault((task.shard, row[0][0]), []).append((task, err))
+            else:
+                lost.append((task, err))
+        ctx = _recovery_context(fs)
+        for (shard, group_id), items in by_group.items():
+            layout_rec = json.loads(self.reader.execute(
+                "SELECT layout FROM rgroup WHERE shard=? AND group_id=?", (shard, group_id)
+            ).fetchall()[0][0])
+            try:
+                rebuilt = rebuild_sealed(
+                    self.spec, ctx, _layout_from_record(layout_rec), [t.seg_id for t, _ in items],
+                    workdir=os.fsdecode(os.path.join(self.dest.root, STATE_DIR.encode(), b"par2")),
+                )
+            except RecoveryError as e:
+                lost += [(t, f"{err}; {e.message}") for t, err in items]
+                continue
+            for task, err in items:
+                sealed = rebuilt.get(task.seg_id)
+                why = self._write_sealed(fs, task, sealed) if sealed is not None else err
+                if why is not None:
+                    lost.append((task, why))
+                    continue
+                self.s.segments_repaired += 1
+                for job, *_ in task.writes:
+                    job.remaining -= 1
+                    if job.remaining == 0 and not job.failed:
+                        self._finish_file(job)
+        for task, err in lost:
+            for job, *_ in task.writes:
+                if not job.failed:
+                    job.failed = True
+                    self.s.damaged.append(f"{os.fsdecode(os.path.relpath(job.path, self.dest.root))} ({err})")
 
     def _commit_done(self) -> None:
         if self._done_batch:
@@ -559,6 +627,31 @@ class _Run:
         self.db.close()
 
 
+def _recovery_context(fs: FolderSecrets) -> Any:
+    """The FolderContext the recovery module needs, from what a share index gives a reader."""
+    from usenetsync_cli.core.crypto import FolderKeys
+    from usenetsync_cli.pipeline.encode import FolderContext
+
+    # A reader has the segment and Message-ID keys only; the other two are unused by rebuilds.
+    keys = FolderKeys(enc_key=fs.enc_key, msgid_key=fs.msgid_key, names_key=bytes(32), domain_key=bytes(32))
+    return FolderContext(uid=fs.uid, keys=keys, domains=fs.domains, groups=())
+
+
+def _layout_from_record(rec: list[Any]) -> Any:
+    from usenetsync_cli.pipeline.recovery import GroupLayout, GroupMember
+
+    _r, shard, group_id, gnonce, block, members, recovery = rec
+    return GroupLayout(
+        group_id=int(group_id), shard=int(shard), gnonce=bytes.fromhex(gnonce), block_size=int(block),
+        members=tuple(
+            GroupMember(int(seg), int(pos), int(slen), bytes.fromhex(sh) if sh else None, str(mid),
+                        bytes.fromhex(ph) if ph else None)
+            for seg, pos, slen, sh, mid, ph in members
+        ),
+        recovery=tuple((int(i), int(a), srv) for i, a, srv in recovery),
+    )
+
+
 def download_records(
     records: Iterator[list[Any]],
     dest: Path,
@@ -592,6 +685,8 @@ def download_records(
         w.start()
     try:
         run.collect()
+        if run.deferred:
+            run.repair_deferred(holder["fs"])
         run.finish_tree(sync, keep_deleted)
     except BaseException:
         run.stop.set()

@@ -141,6 +141,15 @@ def iter_records(state: State, folder: catalog.Folder) -> Iterator[list[Any]]:
             for dir_id, name, size, mtime, mode, off, mh in members:
                 yield ["P", rel_of(dir_id, name), size, mtime, mode, off, mh.hex() if mh else None]
                 count += 1
+    # Recovery groups, so a reader can rebuild missing articles from PAR2 on the fly.
+    from usenetsync_cli.pipeline.recovery import iter_layouts
+
+    for lay in iter_layouts(state, folder):
+        yield ["R", lay.shard, lay.group_id, lay.gnonce.hex(), lay.block_size,
+               [[m.seg_id, m.pos, m.sealed_len, m.sealed_hash.hex() if m.sealed_hash else None, m.msgid,
+                 m.plain_hash.hex() if m.plain_hash else None] for m in lay.members],
+               [list(r) for r in lay.recovery]]
+        count += 1
     yield ["T", count + 1]
 
 

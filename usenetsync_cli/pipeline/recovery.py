@@ -102,11 +102,10 @@ from usenetsync_cli.core.crypto import (
 from usenetsync_cli.core.msgid import index_message_id, segment_message_id
 from usenetsync_cli.core.names import WireNames
 from usenetsync_cli.errors import ConfigError, CryptoError, NotFoundError, ProtocolError, UsenetSyncError
-from usenetsync_cli.nntp import Connection, DuplicateArticle, NNTPError, ServerSpec, TransientError
+from usenetsync_cli.nntp import Connection, DuplicateArticle, ServerSpec, TransientError
 from usenetsync_cli.pipeline.encode import FolderContext, Source, Work, encode
 from usenetsync_cli.pipeline.feed import _FILE, _MEMBERS, DirPaths
 from usenetsync_cli.pipeline.poster import open_connection
-from usenetsync_cli.pipeline.upload import folder_context
 from usenetsync_cli.store import catalog, db
 from usenetsync_cli.store.segments import PAGE
 from usenetsync_cli.store.state import State
@@ -288,6 +287,13 @@ def _max_members(block: int) -> int:
 # ---------------------------------------------------------------- state
 
 
+def _context(folder: catalog.Folder, groups: tuple[str, ...]) -> FolderContext:
+    # Imported here: upload.py is where --redundancy gets wired, and it will import this module.
+    from usenetsync_cli.pipeline.upload import folder_context
+
+    return folder_context(folder, groups)
+
+
 def open_recovery_db(state: State) -> apsw.Connection:
     """Open (creating and migrating) ``recovery.db`` of this home; the caller closes it."""
     conn = db.connect(state.home.state_dir / "recovery.db", cache_kib=1024)
@@ -442,7 +448,7 @@ def _layout(rdb: apsw.Connection, state: State, folder: catalog.Folder, ctx: Fol
 
 def load_layout(state: State, folder: catalog.Folder, group_id: int, ctx: FolderContext | None = None) -> GroupLayout:
     """The layout of one usable group (NotFoundError if there is none)."""
-    ctx = ctx or folder_context(folder, ("alt.binaries.test",))
+    ctx = ctx or _context(folder, ())  # IDs do not depend on groups
     rdb = open_recovery_db(state)
     try:
         return _layout(rdb, state, folder, ctx, group_id)
@@ -451,15 +457,21 @@ def load_layout(state: State, folder: catalog.Folder, group_id: int, ctx: Folder
 
 
 def iter_layouts(state: State, folder: catalog.Folder, ctx: FolderContext | None = None) -> Iterator[GroupLayout]:
-    """Every usable group of the folder, by shard then group_id (for a share index: one group at a time)."""
-    ctx = ctx or folder_context(folder, ("alt.binaries.test",))
+    """Every usable group of the folder, by group_id (for a share index: one group at a time)."""
+    ctx = ctx or _context(folder, ())  # IDs do not depend on groups
     rdb = open_recovery_db(state)
     try:
-        ids = [g for (g,) in rdb.execute(
-            "SELECT group_id FROM groups WHERE folder_id=? AND state=1 ORDER BY shard, group_id", (folder.folder_id,)
-        )]
-        for gid in ids:
-            yield _layout(rdb, state, folder, ctx, gid)
+        after = 0
+        while True:  # keyset pages: memory is one page of ids, whatever the folder's size
+            ids = [g for (g,) in rdb.execute(
+                "SELECT group_id FROM groups WHERE folder_id=? AND state=1 AND group_id>? ORDER BY group_id LIMIT ?",
+                (folder.folder_id, after, PAGE),
+            )]
+            if not ids:
+                return
+            for gid in ids:
+                yield _layout(rdb, state, folder, ctx, gid)
+            after = ids[-1]
     finally:
         rdb.close()
 
@@ -479,6 +491,7 @@ class _Link:
     def conn(self) -> Connection:
         if self._conn is None or self._conn.closed:
             self._conn = open_connection(self.spec)
+            self._owned = True  # a replacement for a borrowed connection is ours to close
         return self._conn
 
     def retry(self, fn: Callable[[Connection], _T]) -> _T:
@@ -556,12 +569,17 @@ def _authentic(ctx: FolderContext, shard: int, seg_id: int, sealed: bytes, plain
 
 
 def _par2(args: list[str], cwd: Path) -> int:
+    """Run par2 in ``cwd``; returns its exit code (verify/repair: 0 intact or repaired, 1 repairable, 2 not)."""
     from par2.cli import par2_executable  # the binary itself: the console script prints to stdout
 
-    proc = subprocess.run(
-        [par2_executable(), *args], cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, timeout=3600, check=False
-    )
-    if proc.returncode not in (0, 1, 2):
+    try:
+        proc = subprocess.run(
+            [par2_executable(), *args], cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, timeout=3600,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise RecoveryError(f"cannot run par2 ({args[0]}): {e}", hint="is par2cmdline-turbo installed?") from None
+    if proc.returncode not in ((0,) if args[0] == "c" else (0, 1, 2)):
         tail = (proc.stderr or proc.stdout).decode("utf-8", "replace").strip()[-400:]
         raise RecoveryError(f"par2 {args[0]} failed (exit {proc.returncode}): {tail}")
     return proc.returncode
@@ -643,14 +661,14 @@ def create_recovery(
     s = RecoverySummary(folder=folder.display_path, redundancy=redundancy)
     if redundancy == 0:
         return s
-    ctx = folder_context(folder, spec.groups)
+    ctx = _context(folder, spec.groups)
     seg_size = state.catalog.execute("SELECT segment_size FROM folders WHERE folder_id=?", (folder.folder_id,)).fetchall()
     if seg_size and seg_size[0][0]:
         fit = _max_members(_block_size(int(seg_size[0][0]) + SEAL_OVERHEAD))
         if fit < 2:
             raise ConfigError(
                 f"{seg_size[0][0]:,}-byte segments leave no room for recovery articles",
-                hint="recovery needs segments of at most ~940,000 bytes (768,000 is the default)",
+                hint="recovery needs segments of at most ~950,000 bytes (768,000 is the default)",
             )
         group_articles = min(group_articles, fit)
     rdb = open_recovery_db(state)
@@ -745,7 +763,7 @@ def _materialise(
         s.resealed += 1
         got[seg_id] = _write_member(ctx, gdir, shard, seg_id, sealed)
     if to_fetch:
-        for mid, body in link.retry(lambda c: list(c.body_many(list(to_fetch)))):
+        for mid, body in link.bodies(list(to_fetch)):
             row = to_fetch[mid]
             sealed = _fetch_sealed(body)
             if sealed is None or not _authentic(ctx, shard, row[0], sealed, row[5]):
@@ -811,7 +829,7 @@ def _post_recovery(
             sealed = seal_segment(keys.aesgcm, recovery_aad(ctx.uid, gnonce, group_id, idx), plain, new_nonce())
             while True:
                 mid = recovery_message_id(keys.msgid_key, ctx.domains, gnonce, group_id, idx, attempts[idx])
-                outcome, server = link.post(mid, sealed)
+                outcome, server, _wire = link.post(mid, sealed)
                 if outcome != "burnt":
                     break
                 attempts[idx] += 1
@@ -819,13 +837,13 @@ def _post_recovery(
                     raise RecoveryError(f"recovery group {group_id}: article {idx} could not be posted")
             posted[server or mid] = idx
             sizes[idx] = (len(sealed), server)
-            s.recovery_articles += 1
-            s.recovery_bytes += len(sealed)
         present = link.stat_many(list(posted))
         pending = []
         for mid, idx in posted.items():
             if present.get(mid):
                 done[idx] = (idx, attempts[idx], *sizes[idx])
+                s.recovery_articles += 1
+                s.recovery_bytes += sizes[idx][0]
                 continue
             attempts[idx] += 1  # proven missing after 240: a new Message-ID
             if attempts[idx] >= MAX_ATTEMPTS:
@@ -853,95 +871,99 @@ def rebuild_group(
     ``extra_missing`` and included in the result). Raises
     ``NotRecoverableError`` when more are gone than recovery blocks remain.
     """
-    ctx = folder_context(folder, spec.groups)
+    ctx = _context(folder, spec.groups)
     layout = load_layout(state, folder, group_id, ctx)
-    link = _Link(spec)
-    try:
-        return rebuild_sealed(link, ctx, layout, missing_seg_ids, workdir=workdir)
-    finally:
-        link.close()
+    return rebuild_sealed(spec, ctx, layout, missing_seg_ids, workdir=workdir)
 
 
 def rebuild_sealed(
-    link: _Link | Connection,
+    server: ServerSpec | Connection,
     ctx: FolderContext,
     layout: GroupLayout,
     missing_seg_ids: Iterable[int],
     *,
     workdir: str | os.PathLike[str],
 ) -> Rebuilt:
-    """``rebuild_group`` without the local state: for a reader that has the layout (e.g. from a share index)."""
-    if isinstance(link, Connection):
-        conn = link
-        link = _Link(conn.spec)
-        link._conn = conn
+    """``rebuild_group`` without the local state, for a reader that has the layout (e.g. from a share index).
+
+    ``server`` is a spec (a connection is opened and closed here) or an open
+    connection (borrowed: left open).
+    """
+    link = _Link(server.spec, server) if isinstance(server, Connection) else _Link(server)
+    try:
+        return _rebuild(link, ctx, layout, set(missing_seg_ids), Path(workdir))
+    finally:
+        link.close()
+
+
+def _rebuild(link: _Link, ctx: FolderContext, layout: GroupLayout, missing: set[int], workdir: Path) -> Rebuilt:
     by_seg = {m.seg_id: m for m in layout.members}
-    missing = set(missing_seg_ids)
     unknown = missing - set(by_seg)
     if unknown:
         raise RecoveryError(f"segments {sorted(unknown)} are not in recovery group {layout.group_id}")
-    out = Rebuilt(layout.shard, layout.group_id)
-    shard = layout.shard
-    Path(workdir).mkdir(parents=True, exist_ok=True)
+    shard, total = layout.shard, len(layout.members)
+    out = Rebuilt(shard, layout.group_id)
+    workdir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="par2r-", dir=workdir))
     try:
-        survivors = [m for m in layout.members if m.seg_id not in missing]
-        ids = {m.msgid: m for m in survivors}
+        # 1. Survivors, written under their PAR2 names; anything unusable joins the missing.
         gone = set(missing)
-        for mid, body in link.retry(lambda c: list(c.body_many(list(ids)))) if ids else []:
+        ids = {m.msgid: m for m in layout.members if m.seg_id not in missing}
+        for mid, body in link.bodies(list(ids)):
             m = ids[mid]
             sealed = _fetch_sealed(body)
             if sealed is None or not _authentic(ctx, shard, m.seg_id, sealed, m.plain_hash):
                 gone.add(m.seg_id)
                 out.extra_missing.append(m.seg_id)
-                continue
-            if m.sealed_hash is not None and xxhash.xxh3_128_digest(sealed) != m.sealed_hash:
-                # Valid, but re-sealed since the group was made: to PAR2 it is a lost block.
+            elif m.sealed_hash is not None and xxhash.xxh3_128_digest(sealed) != m.sealed_hash:
+                # Valid, but sealed anew since the group was made: to PAR2 it is a lost block.
                 gone.add(m.seg_id)
                 out.stale.append(m.seg_id)
-                continue
-            (tmp / par2_name(ctx.keys.msgid_key, shard, m.seg_id)).write_bytes(sealed)
+            else:
+                (tmp / par2_name(ctx.keys.msgid_key, shard, m.seg_id)).write_bytes(sealed)
         if not gone:
             return out
         need = len(gone)
-        total = len(layout.members)
         if need > len(layout.recovery):
             raise NotRecoverableError(layout.group_id, shard, need, len(layout.recovery), total)
-        # Fetch recovery articles in order until there are enough good ones (plus one spare
-        # in case a packet turns out bad to par2).
-        good = 0
-        with open(tmp / "rec.par2", "wb") as rec:
-            rids = layout.recovery_ids(ctx)
-            for start in range(0, len(rids), max(need + 1, 1)):
-                chunk = rids[start : start + need + 1 - good] if good < need + 1 else []
-                if not chunk:
-                    break
-                by_mid = dict((mid, idx) for idx, mid in chunk)
-                for mid, body in link.retry(lambda c: list(c.body_many(list(by_mid)))):
-                    sealed = _fetch_sealed(body)
-                    if sealed is None:
-                        continue
-                    idx = by_mid[mid]
-                    try:
-                        plain = open_segment(
-                            ctx.keys.aesgcm, recovery_aad(ctx.uid, layout.gnonce, layout.group_id, idx), sealed
-                        )
-                    except (CryptoError, ProtocolError):
-                        continue
-                    rec.write(plain)
-                    good += 1
-                if good >= need + 1:
-                    break
-            # Rewind the chunking when some recovery articles were bad: the loop above
-            # walks all of them in order, so ``good`` is everything the server still has.
-        if good < need:
-            raise NotRecoverableError(layout.group_id, shard, need, good, total)
+        # 2. Recovery articles, in order, until ``need`` authentic ones are in hand: GCM
+        #    proves each intact, so par2 can use every one. All go into one .par2 file
+        #    (par2 accepts the repeated critical packets).
+        rids = layout.recovery_ids(ctx)
+        fetched = {"good": 0, "pos": 0}
+
+        def fetch(target: int) -> None:
+            with open(tmp / "rec.par2", "ab") as rec:
+                while fetched["good"] < target and fetched["pos"] < len(rids):
+                    chunk = rids[fetched["pos"] : fetched["pos"] + target - fetched["good"]]
+                    fetched["pos"] += len(chunk)
+                    by_mid = {mid: idx for idx, mid in chunk}
+                    for mid, body in link.bodies(list(by_mid)):
+                        sealed = _fetch_sealed(body)
+                        if sealed is None:
+                            continue
+                        aad = recovery_aad(ctx.uid, layout.gnonce, layout.group_id, by_mid[mid])
+                        try:
+                            rec.write(open_segment(ctx.keys.aesgcm, aad, sealed))
+                        except (CryptoError, ProtocolError):
+                            continue
+                        fetched["good"] += 1
+
+        fetch(need)
+        if fetched["good"] < need:
+            raise NotRecoverableError(layout.group_id, shard, need, fetched["good"], total)
+        # 3. par2 writes the absent files. Without sealed hashes (a reader's layout) a
+        #    re-sealed survivor shows up only here, as one more damaged file: then use
+        #    every recovery article there is, once.
         rc = _par2(["r", "-q", "-q", "rec.par2"], tmp)
+        if rc != 0 and fetched["pos"] < len(rids):
+            fetch(len(rids))
+            rc = _par2(["r", "-q", "-q", "rec.par2"], tmp)
         if rc != 0:
-            raise NotRecoverableError(layout.group_id, shard, need, good, total)
+            raise NotRecoverableError(layout.group_id, shard, need, fetched["good"], total)
         for seg_id in sorted(gone):
             if seg_id in out.stale:
-                continue  # the article on the server is fine; PAR2 only restored its older sealing
+                continue  # the article on the server is fine; par2 only restored its older sealing
             m = by_seg[seg_id]
             sealed = (tmp / par2_name(ctx.keys.msgid_key, shard, seg_id)).read_bytes()
             if len(sealed) != m.sealed_len or not _authentic(ctx, shard, seg_id, sealed, m.plain_hash):
@@ -965,10 +987,12 @@ def repost_rebuilt(
     *,
     shard: int | None = None,
 ) -> int:
-    """Post each rebuilt sealed payload under attempt+1, STAT-confirm, and record it; returns how many.
+    """Post each rebuilt sealed payload under attempt+1, STAT-confirm, record it; returns how many.
 
     ``shard`` defaults to ``rebuilt.shard`` (a ``Rebuilt`` knows it). The
     sealed bytes are posted as they are: the AAD does not include the attempt.
+    A Message-ID the server remembers but no longer has (441 435, then STAT
+    430) is skipped for the next attempt.
     """
     if shard is None:
         shard = getattr(rebuilt, "shard", None)
@@ -976,9 +1000,9 @@ def repost_rebuilt(
             raise ValueError("repost_rebuilt needs the shard of the segments")
     if not rebuilt:
         return 0
-    ctx = folder_context(folder, spec.groups)
+    ctx = _context(folder, spec.groups)
     sconn = state.shards[shard]
-    rows: dict[int, tuple[int, bytes | None]] = {}
+    attempts: dict[int, int] = {}
     for seg_id, sealed in rebuilt.items():
         seg = sconn.execute(_SEG_ROW, (seg_id, folder.folder_id)).fetchall()
         if not seg:
@@ -986,50 +1010,47 @@ def repost_rebuilt(
         _, attempt, _server, phash, _length, _st = seg[0]
         if not _authentic(ctx, shard, seg_id, sealed, phash):
             raise RecoveryError(f"segment {shard}:{seg_id}: the rebuilt payload does not authenticate; not posting it")
-        rows[seg_id] = (attempt, phash)
+        attempts[seg_id] = attempt + 1
     link = _Link(spec)
-    results: dict[int, tuple[int, str | None, int]] = {}  # seg_id -> (attempt, server id, wire bytes)
-    failed: list[int] = []
+    done: dict[int, tuple[int, str | None, int]] = {}  # seg_id -> (attempt, server-named ID, wire bytes)
     try:
-        attempts = {seg_id: rows[seg_id][0] + 1 for seg_id in rebuilt}
         pending = sorted(rebuilt)
         for _round in range(MAX_ATTEMPTS):
+            posted: dict[str, tuple[int, str | None, int]] = {}
+            for seg_id in pending:
+                for _try in range(MAX_ATTEMPTS):
+                    mid = segment_message_id(ctx.keys.msgid_key, ctx.domains, shard, seg_id, attempts[seg_id])
+                    outcome, server, wire = link.post(mid, rebuilt[seg_id])
+                    if outcome != "burnt":
+                        posted[server or mid] = (seg_id, server, wire)
+                        break
+                    attempts[seg_id] += 1
+            present = link.stat_many(list(posted)) if posted else {}
+            pending = []
+            for mid, (seg_id, server, wire) in posted.items():
+                if present.get(mid):
+                    done[seg_id] = (attempts[seg_id], server, wire)
+                else:
+                    attempts[seg_id] += 1  # proven missing after 240: a new Message-ID
+                    pending.append(seg_id)
             if not pending:
                 break
-            posted: dict[str, int] = {}
-            for seg_id in pending:
-                for _ in range(MAX_ATTEMPTS):
-                    mid = segment_message_id(ctx.keys.msgid_key, ctx.domains, shard, seg_id, attempts[seg_id])
-                    outcome, server = link.post(mid, rebuilt[seg_id])
-                    if outcome != "burnt":
-                        posted[server or mid] = seg_id
-                        results[seg_id] = (attempts[seg_id], server, 0)
-                        break
-                    attempts[seg_id] += 1  # that ID is remembered but gone: take the next
-            present = link.stat_many(list(posted))
-            pending = []
-            for mid, seg_id in posted.items():
-                if not present.get(mid):
-                    results.pop(seg_id, None)
-                    attempts[seg_id] += 1
-                    pending.append(seg_id)
-            pending += [sid for sid in rebuilt if sid not in results and sid not in pending and sid not in posted.values()]
-        failed = sorted(set(rebuilt) - set(results))
     finally:
         link.close()
     now = time.time_ns()
     with sconn:  # commit point: every confirmed re-post in one transaction
         sconn.executemany(
             "UPDATE segments SET attempt=?, state=2, check_result=1, checked_ns=?, posted_ns=?, server_msgid=?,"
-            " nonce=?, error=NULL WHERE seg_id=? AND folder_id=?",
+            " wire_bytes=?, nonce=?, error=NULL WHERE seg_id=? AND folder_id=?",
             [
-                (att, now, now, server, rebuilt[seg_id][1 : 1 + NONCE_SIZE], seg_id, folder.folder_id)
-                for seg_id, (att, server, _w) in results.items()
+                (att, now, now, server, wire, rebuilt[seg_id][1 : 1 + NONCE_SIZE], seg_id, folder.folder_id)
+                for seg_id, (att, server, wire) in done.items()
             ],
         )
+    failed = sorted(set(rebuilt) - set(done))
     if failed:
         raise RecoveryError(
             f"{len(failed)} rebuilt segments of shard {shard} could not be re-posted: {failed[:10]}",
             hint="run the repair again; confirmed re-posts are saved",
         )
-    return len(results)
+    return len(done)

@@ -675,29 +675,73 @@ def summarize_pyspy(raw: Path, top: int = 20) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 
 
-def bench_large(pub: Published, reader_home: Path, dest: Path, args: argparse.Namespace) -> dict[str, Any]:
+class Shares:
+    """The published shares; re-checked (and republished if INN lost them) after waiting for a peer."""
+
+    def __init__(self, workdir: Path, specs: dict[str, FolderSpec], force: bool) -> None:
+        self.workdir = workdir
+        self.pubs = {key: ensure_published(workdir, fs, ensure_folder(workdir, fs), force=force)
+                     for key, fs in specs.items()}
+
+    def revalidate(self) -> None:
+        for key, old in list(self.pubs.items()):
+            new = ensure_published(self.workdir, old.fs, old.root, force=False)
+            if new.publish_s is None:
+                new.publish_s = old.publish_s
+            self.pubs[key] = new
+
+
+def guarded(shares: Shares, args: argparse.Namespace, fn: Any) -> Any:
+    """``fn()``, retried after a failure that a peer benchmark's purge/restart of INN explains."""
+    for attempt in range(4):
+        if wait_for_peers(args.ignore_peers) > 0:
+            inn_up()
+            shares.revalidate()
+        try:
+            return fn()
+        except RuntimeError as e:
+            if attempt == 3:
+                raise
+            log(f"  run failed ({str(e).strip().splitlines()[0][:200]}); re-checking INN and the shares, retrying")
+            time.sleep(5)
+            wait_for_peers(args.ignore_peers)
+            inn_up()
+            shares.revalidate()
+    raise AssertionError("unreachable")
+
+
+def bench_large(shares: Shares, reader_home: Path, dest: Path, args: argparse.Namespace) -> dict[str, Any]:
     ours, base = Series(), Series()
     ratios: list[float] = []
     loads: list[float] = []
-    waited = 0.0
+    pub = shares.pubs["large"]
     log(f"\n== large: {pub.fs.files} x {pub.fs.size / 2**20:.0f} MiB = {pub.fs.total / 1e9:.3f} GB, "
         f"{pub.articles:,} articles, {args.connections} connections")
-    wait_for_peers(args.ignore_peers)
-    w = run_ours(pub, reader_home, dest, args.connections)
-    verify(pub, dest)
-    b = run_baseline(pub, args.connections, args.window, not args.no_quickack)
+
+    def warm() -> tuple[dict[str, Any], dict[str, Any]]:
+        p = shares.pubs["large"]
+        w = run_ours(p, reader_home, dest, args.connections)
+        verify(p, dest)
+        return w, run_baseline(p, args.connections, args.window, not args.no_quickack)
+
+    w, b = guarded(shares, args, warm)
     log(f"  warm-up (untimed; bytes verified against the source): ours {w['mb_s']:,.0f} MB/s, "
         f"bare BODY loop {b['mb_s']:,.0f} MB/s")
     for i in range(args.runs):
-        waited += wait_for_peers(args.ignore_peers)
-        loads.append(load())
         order = ("ours", "base") if i % 2 == 0 else ("base", "ours")
-        got: dict[str, dict[str, Any]] = {}
-        for kind in order:
-            if kind == "ours":
-                got[kind] = run_ours(pub, reader_home, dest, args.connections)
-            else:
-                got[kind] = run_baseline(pub, args.connections, args.window, not args.no_quickack)
+
+        def iteration() -> dict[str, dict[str, Any]]:
+            p = shares.pubs["large"]
+            got: dict[str, dict[str, Any]] = {"load": {"1min": load()}}
+            for kind in order:
+                if kind == "ours":
+                    got[kind] = run_ours(p, reader_home, dest, args.connections)
+                else:
+                    got[kind] = run_baseline(p, args.connections, args.window, not args.no_quickack)
+            return got
+
+        got = guarded(shares, args, iteration)
+        loads.append(got["load"]["1min"])
         ours.runs.append(got["ours"])
         base.runs.append(got["base"])
         ratios.append(got["ours"]["mb_s"] / got["base"]["mb_s"])
@@ -720,25 +764,30 @@ def bench_large(pub: Published, reader_home: Path, dest: Path, args: argparse.Na
         "warmup": {"ours_mb_s": round(w["mb_s"], 1), "base_mb_s": round(b["mb_s"], 1)},
         "load_1min": {"median": round(statistics.median(loads), 2), "min": round(min(loads), 2),
                       "max": round(max(loads), 2)},
-        "waited_for_peers_s": round(waited),
         "runs": {"ours": ours.runs, "baseline": base.runs, "ratios": ratios},
     }
 
 
-def bench_tiny(pub: Published, reader_home: Path, dest: Path, args: argparse.Namespace) -> dict[str, Any]:
+def bench_tiny(shares: Shares, key: str, reader_home: Path, dest: Path, args: argparse.Namespace) -> dict[str, Any]:
+    pub = shares.pubs[key]
     log(f"\n== tiny: {pub.fs.files:,} files of {pub.fs.size} B, {pub.articles:,} data articles")
     s = Series()
     for i in range(args.tiny_runs):
-        wait_for_peers(args.ignore_peers)
-        r = run_ours(pub, reader_home, dest, args.connections)
-        if i == 0:
-            verify(pub, dest)
+        def one() -> dict[str, Any]:
+            p = shares.pubs[key]
+            r = run_ours(p, reader_home, dest, args.connections)
+            if i == 0:
+                verify(p, dest)
+            return r
+
+        r = guarded(shares, args, one)
         s.runs.append(r)
         log(f"  run {i + 1}/{args.tiny_runs}: {r['process_wall_s']:.1f} s ({r['files'] / r['elapsed_s']:,.0f} files/s "
             f"in the pipeline), peak RSS {r['peak_rss_mb']:.1f} MB")
     _rm(dest)
     for r in s.runs:
         r["files_s"] = r["files"] / r["elapsed_s"]
+    pub = shares.pubs[key]
     return {"files": pub.fs.files, "articles": pub.articles,
             **{k: s.stat(k) for k in ("peak_rss_mb", "rss_after_imports_mb", "rss_before_pipeline_mb", "elapsed_s",
                                       "process_wall_s", "files_s", "cpu_s")},
@@ -837,22 +886,31 @@ def main(argv: list[str] | None = None) -> int:
         cli(reader_home, "server", "add", "local", "--host", HOST, "--group", GROUP, "--replace")
     dest = workdir / "dest"
 
-    large_fs = FolderSpec("large", args.large_files, args.large_mib << 20)
-    pubs: dict[str, Published] = {}
+    specs: dict[str, FolderSpec] = {}
     if not args.skip_large:
-        pubs["large"] = ensure_published(workdir, large_fs, ensure_folder(workdir, large_fs), force=args.republish)
+        specs["large"] = FolderSpec("large", args.large_files, args.large_mib << 20)
     for n in tiny_sizes:
         fs = FolderSpec("tiny", n, 1)
-        pubs[fs.key] = ensure_published(workdir, fs, ensure_folder(workdir, fs), force=args.republish)
+        specs[fs.key] = fs
+    shares = Shares(workdir, specs, args.republish)
+    partial = workdir / "last-results.json"  # figures so far, in case a later phase fails
 
-    large = bench_large(pubs["large"], reader_home, dest, args) if "large" in pubs else None
-    tiny = [bench_tiny(pubs[FolderSpec("tiny", n, 1).key], reader_home, dest, args) for n in tiny_sizes]
+    large = bench_large(shares, reader_home, dest, args) if "large" in specs else None
+    partial.write_text(json.dumps({"large": large}))
+    tiny = []
+    for n in tiny_sizes:
+        tiny.append(bench_tiny(shares, FolderSpec("tiny", n, 1).key, reader_home, dest, args))
+        partial.write_text(json.dumps({"large": large, "tiny": tiny}))
     prof = None
-    if args.profile and "large" in pubs:
-        wait_for_peers(args.ignore_peers)
+    if args.profile and "large" in specs:
         log("\n== profile: one more 1 GB download under py-spy")
-        prof = profile_run(pubs["large"], reader_home, dest, args.connections, workdir)
+        try:
+            prof = guarded(shares, args, lambda: profile_run(shares.pubs["large"], reader_home, dest,
+                                                             args.connections, workdir))
+        except RuntimeError as e:
+            prof = {"error": str(e)[:500]}
         _rm(dest)
+    pubs = shares.pubs
 
     print(f"\nmachine: {os.cpu_count()} cores, Python {platform.python_version()}, Linux {platform.release()}; "
           f"INN 2.7 on {HOST}:{PORT}")

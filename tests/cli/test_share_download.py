@@ -79,11 +79,11 @@ def snapshot(root: Path) -> dict[bytes, tuple]:
     return out
 
 
-def publish(users: Users, src: Path, *kind: str) -> str:
+def publish(users: Users, src: Path, *kind: str, upload_args: tuple[str, ...] = ()) -> str:
     assert users.as_("alice", "index", str(src)).code == 0
     r = users.as_("alice", "share", "create", str(src), *kind, "--name", "s")
     assert r.code == 0, r.err
-    r = users.as_("alice", "upload", str(src), "--segment-size", "16384")
+    r = users.as_("alice", "upload", str(src), "--segment-size", "16384", *upload_args)
     assert r.code == 0, r.err
     assert "published share 's' version 1" in r.err
     r = users.as_("alice", "share", "show", "s", "--show-id")

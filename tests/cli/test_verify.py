@@ -61,7 +61,7 @@ def test_repair_refuses_a_changed_source(users: Users, tmp_path: Path, inn: InnS
     src = tmp_path / "src"
     src.mkdir()
     (src / "big.bin").write_bytes(os.urandom(100_000))
-    publish(users, src, "--public")
+    publish(users, src, "--public", upload_args=("--redundancy", "0"))  # no PAR2 to fall back on
     inn.cancel(sorted(_ids(users, src).values())[0])
     (src / "big.bin").write_bytes(os.urandom(100_000))  # the source moved on
     r = users.as_("alice", "verify", "--repair", "--json")
@@ -174,3 +174,67 @@ def test_download_reports_exactly_what_par2_cannot_rebuild(users: Users, tmp_pat
     assert r.code == 16 and "lost.bin" in r.err
     assert (tmp_path / "dest" / "fine.txt").read_bytes() == b"small and fine"
     assert not (tmp_path / "dest" / "lost.bin").exists()
+
+
+def _kill_when(cmd: list[str], env: dict[str, str], ready) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "usenetsync_cli", *cmd], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def _checked_since(users: Users, t0: int) -> int:
+    users.mp.setenv("USENETSYNC_HOME", str(users.homes["alice"]))
+    with State.open(Home.resolve()) as st:
+        return sum(c.execute("SELECT count(*) FROM segments WHERE checked_ns>?", (t0,)).fetchall()[0][0] for c in st.shards)
+
+
+def test_kill_9_during_sweep_then_resume(users: Users, tmp_path: Path) -> None:
+    import time
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(3_000_000))
+    publish(users, src, "--public")
+    total = len(_ids(users, src))
+    t0 = time.time_ns()
+    env = {**os.environ, "USENETSYNC_HOME": str(users.homes["alice"])}
+    _kill_when(["verify", "--connections", "1"], env, lambda: _checked_since(users, t0) > 0)
+    done = _checked_since(users, t0)
+    r = users.as_("alice", "verify", "--max-age", "1h", "--json")  # only what the killed sweep did not reach
+    assert r.code == 0 and _summary(r)["checked"] == total - done
+
+
+def test_kill_9_during_repair_then_resume(users: Users, tmp_path: Path, inn: InnServer) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(2_000_000))
+    sid = publish(users, src, "--public")
+    ids = sorted(_ids(users, src).values())
+    for mid in ids[:40]:
+        inn.cancel(mid)
+    assert users.as_("alice", "verify").code == 17
+
+    def some_reposted() -> bool:
+        users.mp.setenv("USENETSYNC_HOME", str(users.homes["alice"]))
+        with State.open(Home.resolve()) as st:
+            return sum(c.execute("SELECT count(*) FROM segments WHERE attempt>0 AND state>=1").fetchall()[0][0]
+                       for c in st.shards) > 0
+
+    env = {**os.environ, "USENETSYNC_HOME": str(users.homes["alice"])}
+    _kill_when(["verify", "--repair"], env, some_reposted)
+    r = users.as_("alice", "verify", "--repair", "--json")
+    assert r.code == 0, r.err
+    r = users.as_("alice", "verify", "--json")
+    assert r.code == 0 and _summary(r)["missing"] == 0
+    r = users.as_("bob", "download", sid, str(tmp_path / "dest"))
+    assert r.code == 0, r.err
+    assert snapshot(tmp_path / "dest") == snapshot(src)

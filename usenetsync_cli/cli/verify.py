@@ -12,7 +12,7 @@ from usenetsync_cli.cli.share import try_publish
 from usenetsync_cli.config import Config
 from usenetsync_cli.errors import ConfigError, UsenetSyncError
 from usenetsync_cli.pipeline.repair import repair_folder
-from usenetsync_cli.pipeline.shares import get_share, list_shares
+from usenetsync_cli.pipeline.shares import get_share, list_shares, needs_republish
 from usenetsync_cli.pipeline.verify import VerifyOptions, VerifySummary, verify_folder
 from usenetsync_cli.store import catalog
 
@@ -87,7 +87,12 @@ def verify(
             s = verify_folder(state, folder, spec, opts)
             _render(out, s)
             bad = s.missing + s.damaged
-            if repair and bad:
+            # An interrupted repair leaves segments planned (attempt+1): finish them too.
+            interrupted = sum(
+                c.execute("SELECT count(*) FROM segments WHERE folder_id=? AND state IN (0,3)", (fid,)).fetchall()[0][0]
+                for c in state.shards
+            )
+            if repair and (bad or interrupted):
                 specs = [e.spec() for e in cfg.posting_servers(server)]
                 r = repair_folder(state, folder, specs)
                 out.emit("verify.repair", **r.to_dict())
@@ -95,13 +100,14 @@ def verify(
                         f" ({r.rebuilt_from_par2:,} rebuilt from PAR2); {r.unrepairable:,} could not be repaired")
                 for problem in r.errors[:5]:
                     out.say(f"[yellow]warning:[/] {problem}")
-                if r.repaired:
-                    for sh in list_shares(state, fid):
-                        if sh.version:
-                            try_publish(out, state, sh, None, server)
                 lost_total += r.unrepairable
             elif bad:
                 missing_total += bad
+            if repair:
+                # Message-IDs changed (now, or in a repair that was interrupted before publishing).
+                for sh in list_shares(state, fid):
+                    if needs_republish(state, sh):
+                        try_publish(out, state, sh, None, server)
             if s.errors:
                 raise UsenetSyncError(f"the sweep could not finish: {s.errors[0]}")
     if lost_total:

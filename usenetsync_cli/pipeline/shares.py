@@ -159,6 +159,19 @@ def publish(state: State, share: Share, identity: Identity, spec: ServerSpec) ->
     return result
 
 
+def needs_republish(state: State, share: Share) -> bool:
+    """True if a repair re-posted one of the folder's articles (new Message-ID) after this share was published."""
+    if not share.version or share.published_ns is None:
+        return False
+    return any(
+        c.execute(
+            "SELECT 1 FROM segments WHERE folder_id=? AND attempt>0 AND state IN (1,2) AND posted_ns>? LIMIT 1",
+            (share.folder_id, share.published_ns),
+        ).fetchall()
+        for c in state.shards
+    )
+
+
 def revoke(state: State, share: Share, recipient: PublicIdentity) -> Share:
     """Drop a recipient and draw a new share key (the caller publishes the new version)."""
     if share.kind != "private":

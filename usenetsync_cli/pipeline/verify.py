@@ -166,9 +166,12 @@ def _sweep_shards(
                         time.sleep(0.5 * (attempt + 1))
                 now = time.time_ns()
                 with sconn:
+                    # A posted article found present is verified (an interrupted upload or
+                    # repair may have left it unchecked).
                     sconn.executemany(
-                        "UPDATE segments SET checked_ns=?, check_result=? WHERE seg_id=?",
-                        [(now, res, seg_id) for seg_id, res in results],
+                        "UPDATE segments SET checked_ns=?, check_result=?,"
+                        " state=CASE WHEN state=1 AND ?=1 THEN 2 ELSE state END WHERE seg_id=?",
+                        [(now, res, res, seg_id) for seg_id, res in results],
                     )
                 with lock:
                     for _seg, res in results:

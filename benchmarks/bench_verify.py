@@ -3,7 +3,9 @@
 Owns: measuring ``pipeline.verify.verify_folder`` over N real articles
 (default 100,000) and, in the same run, a bare one-at-a-time STAT loop over
 the same Message-IDs on one connection (the baseline the issue names:
-~5,000-8,000/s here).
+~5,000-8,000/s here); then PAR2's cost: the same folder uploaded with
+``--redundancy 0`` and ``10`` in the same run (MB/s of each, the recovery
+stage's own MB/s) and the rebuild rate of a group that lost 10 articles.
 
 Setup (cached in --workdir with a marker): a state whose one folder holds N
 segment rows in state "verified", spread over the 16 shards, and N tiny
@@ -20,8 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -132,6 +136,63 @@ def bare_stat_loop(ids: list[str]) -> float:
     return len(ids) / dt
 
 
+def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "USENETSYNC_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "usenetsync_cli", *args], env=env, capture_output=True, text=True,
+                          check=True)
+
+
+def par2_costs(workdir: Path, mib: int, runs: int) -> dict[str, object]:
+    """Upload the same folder with --redundancy 0 and 10 (fresh homes, same run); then rebuild 10% of a group."""
+    src = workdir / f"par2-src-{mib}"
+    if not src.exists():
+        src.mkdir(parents=True)
+        for i in range(4):
+            with open(src / f"f{i}.bin", "wb") as f:
+                for _ in range(mib // 4):
+                    f.write(os.urandom(1 << 20))
+    results: dict[str, list[float]] = {"upload_mb_s_r0": [], "upload_mb_s_r10": [], "recovery_mb_s": [],
+                                       "repair_mb_s": []}
+    for run in range(runs):
+        for red in (0, 10):
+            home = workdir / f"par2-home-{run}-{red}"
+            shutil.rmtree(home, ignore_errors=True)
+            _cli(home, "server", "add", "local", "--host", HOST, "--group", GROUP)
+            _cli(home, "index", str(src))
+            t = time.perf_counter()
+            out = _cli(home, "upload", str(src), "--redundancy", str(red), "--json").stdout
+            wall = time.perf_counter() - t
+            summ = [json.loads(x) for x in out.splitlines() if '"upload.summary"' in x][0]
+            results[f"upload_mb_s_r{red}"].append(summ["bytes_posted"] / 1e6 / wall)
+            if red:
+                rec = [json.loads(x) for x in out.splitlines() if '"upload.recovery"' in x][0]
+                results["recovery_mb_s"].append(rec["source_bytes"] / 1e6 / max(rec["elapsed_s"], 1e-9))
+                results["repair_mb_s"].append(_repair_rate(home, src))
+    return {k: (statistics.median(v), min(v), max(v)) for k, v in results.items() if v}
+
+
+def _repair_rate(home: Path, src: Path) -> float:
+    """Cancel as many articles of the largest recovery group as it has recovery blocks, rebuild them; MB/s of the group."""
+    from usenetsync_cli.pipeline.recovery import iter_layouts, rebuild_group
+
+    st = State.open(Home.resolve(home))
+    try:
+        folder = catalog.get_folder(st.catalog, os.fsencode(src.resolve()))
+        assert folder is not None
+        lay = max(iter_layouts(st, folder), key=lambda g: len(g.members))
+        victims = list(lay.members)[: len(lay.recovery)]
+        for m in victims:
+            subprocess.run(["ctlinnd", "cancel", m.msgid], capture_output=True, check=True)
+        t = time.perf_counter()
+        rb = rebuild_group(st, folder, ServerSpec(name="b", host=HOST, port=PORT), lay.group_id,
+                           [m.seg_id for m in victims], workdir=home / "tmp")
+        dt = time.perf_counter() - t
+        assert len(rb) == len(victims)
+        return sum(m.sealed_len for m in lay.members) / 1e6 / dt
+    finally:
+        st.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--articles", type=int, default=100_000)
@@ -139,6 +200,7 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/usenetsync-bench-verify"))
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--par2-mib", type=int, default=256, help="folder size for the PAR2 cost runs (0 skips them)")
     a = ap.parse_args()
     state, folder, ids = setup(a.workdir, a.articles)
     spec = ServerSpec(name="bench", host=HOST, port=PORT, connections=a.connections, groups=(GROUP,))
@@ -159,9 +221,18 @@ def main() -> None:
         print(f"| {name} | {med:,.0f} [{lo:,.0f}–{hi:,.0f}] |")
     ratio = med_o / med_b
     print(f"ratio ours/bare: {ratio:.2f}x; target >= 10,000 STAT/s: {'met' if med_o >= 10_000 else 'MISSED'}")
+    par2 = par2_costs(a.workdir, a.par2_mib, a.runs) if a.par2_mib else {}
+    if par2:
+        print(f"\n## PAR2 costs: {a.par2_mib} MiB folder, upload to INN, {a.runs} runs (same run, fresh homes)")
+        print("| measure | MB/s median [min–max] |\n|---|---|")
+        for k, (med, lo, hi) in par2.items():
+            print(f"| {k} | {med:,.1f} [{lo:,.1f}–{hi:,.1f}] |")
+        r0, r10 = par2["upload_mb_s_r0"][0], par2["upload_mb_s_r10"][0]
+        print(f"upload throughput with 10% PAR2 / without: {r10 / r0:.2f}x (target: not halved, > 0.5x)")
     if a.json:
         print(json.dumps({"articles": len(ids), "connections": a.connections, "verify_stat_per_s": ours,
-                          "bare_stat_per_s": bare, "median_verify": med_o, "median_bare": med_b, "ratio": ratio}))
+                          "bare_stat_per_s": bare, "median_verify": med_o, "median_bare": med_b, "ratio": ratio,
+                          "par2": par2}))
     state.close()
 
 

@@ -21,9 +21,10 @@ that run's alone:
 
 Each figure is the median of ``--runs`` iterations with [min–max]. Kinds are
 interleaved per iteration and the order of ours/baseline alternates, so
-drift on the shared machine and INN's writeback spread over both. Before each
-INN run the page cache is flushed (``os.sync``), so INN's writes of the
-previous run are not paid for by the next.
+drift on the shared machine spreads over both. Before every timed run the
+folder is read again (this VM's DAMON reclaim evicts idle page cache) and
+dirty pages are flushed (``os.sync``), so INN's writes of the previous run
+are not paid for by the next.
 
 INN keeps every article: a default run leaves ~8 GB in /var/spool/news. With
 ``--purge`` (the default) the script starts by emptying the spool
@@ -54,6 +55,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -269,9 +271,10 @@ class Sink:
             self.proc.kill()
             out, _ = self.proc.communicate()
         try:
-            return json.loads(out.strip().splitlines()[-1])
+            totals: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
         except (ValueError, IndexError):
             return {}
+        return totals
 
 
 # --------------------------------------------------------------------------
@@ -445,7 +448,8 @@ def run_child(source: str, spec: dict[str, Any], *, prefix: list[str] | None = N
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if not lines:
         raise RuntimeError(f"child {spec.get('kind')} printed no result:\n{proc.stdout[-2000:]}")
-    return json.loads(lines[-1])
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
 
 
 # --------------------------------------------------------------------------
@@ -490,7 +494,7 @@ def fresh_home(workdir: Path, root: Path, tag: str) -> Path:
 
 def run_ours(
     workdir: Path, root: Path, tag: str, host: str, port: int, connections: int, check_delay: float,
-    *, server_cpu: Any = None, prefix: list[str] | None = None,
+    *, server_cpu: Callable[[], float | None] | None = None, prefix: list[str] | None = None,
 ) -> dict[str, Any]:
     home = fresh_home(workdir, root, tag)
     warm(root)
@@ -538,7 +542,8 @@ def run_ours(
 
 
 def run_baseline(
-    host: str, port: int, connections: int, articles: int, payload: int, *, server_cpu: Any = None
+    host: str, port: int, connections: int, articles: int, payload: int, *,
+    server_cpu: Callable[[], float | None] | None = None,
 ) -> dict[str, Any]:
     # Same article size as ours: the mean plaintext payload plus the seal overhead.
     settle()

@@ -214,7 +214,7 @@ def test_tampered_index_article_is_refused(users: Users, tmp_path: Path, inn: In
 def test_damaged_segment_is_reported_and_the_rest_kept(users: Users, tmp_path: Path, inn: InnServer) -> None:
     src = tmp_path / "src"
     make_folder(src)
-    sid = publish(users, src, "--public")
+    sid = publish(users, src, "--public", upload_args=("--redundancy", "0"))  # nothing to rebuild from
     # the big file's second segment: find it through the publisher's state
     from tests.pipeline.upload_support import message_ids
     from usenetsync_cli.store import catalog

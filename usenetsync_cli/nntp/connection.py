@@ -66,6 +66,7 @@ _OK_GROUP = frozenset({211})
 _OK_MODE = frozenset({200, 201})
 _OK_CAPS = frozenset({101, 500})  # 500: a pre-RFC 3977 server without CAPABILITIES
 _OK_QUIT = frozenset({205})
+ARTICLE_END = b".\r\n"
 _MAX_STAT_WINDOW = 1024  # bounded so requests and replies both fit in socket buffers
 _MAX_BODY_WINDOW = 64
 # INN (like many servers) leaves Nagle on: while its first pipelined reply is
@@ -366,6 +367,8 @@ class Connection:
         self,
         article: BytesLike | Sequence[BytesLike],
         expect_id: str | None = None,
+        *,
+        trusted: bool = False,
     ) -> str:
         """POST one encoded article; returns its Message-ID.
 
@@ -376,7 +379,13 @@ class Connection:
         one, else ``expect_id``, else the article's Message-ID header.
         Raises ``PostRejected`` (``.subcode``, ``.message_id``) on 441.
         """
-        bufs = wire_buffers(article)
+        if trusted:
+            # The caller proves no line starts with '.' and the article ends in CRLF
+            # (core.article's framing; property-tested): skip the 800 KB scan, which
+            # holds the GIL for ~0.26 ms per article.
+            bufs: list[BytesLike] = [*article, ARTICLE_END] if not isinstance(article, (bytes, bytearray, memoryview)) else [article, ARTICLE_END]
+        else:
+            bufs = wire_buffers(article)
         self._command(b"POST\r\n", "POST", _OK_POST_READY)
         self._send_buffers(bufs)
         resp = self._read_response()

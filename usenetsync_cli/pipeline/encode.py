@@ -5,8 +5,8 @@ article, checking that the source did not change while it was read.
 
 Invariants:
 - A segment is never posted half-old/half-new: each source file is
-  ``fstat``ed before and after ``pread`` and compared with the (size,
-  mtime_ns, inode) it was planned from. A large file that changed makes the
+  ``fstat``ed after ``pread`` and compared with the (size, mtime_ns, inode)
+  it was planned from (a write before or during the read moves mtime). A large file that changed makes the
   whole segment ``changed``; a pack member that changed or vanished is left
   out (its bytes zeroed) and reported, the rest of the pack goes on.
 - A segment posted before is re-posted only with the same plaintext (its
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import xxhash
 
-from usenetsync_cli.core.article import build_article, format_date
+from usenetsync_cli.core.article import article_parts, format_date
 from usenetsync_cli.core.crypto import FolderKeys, new_nonce, place_aad, seal_segment
 from usenetsync_cli.core.msgid import segment_message_id
 from usenetsync_cli.core.names import WireNames
@@ -82,12 +82,11 @@ def _read_source(src: Source) -> bytes | None:
     except OSError:
         return None
     try:
-        before = os.fstat(fd)
-        if (before.st_size, before.st_mtime_ns, before.st_ino) != (src.size, src.mtime_ns, src.inode):
-            return None
         data = os.pread(fd, src.length, src.file_offset)
+        # One fstat after the read is enough: any write before or during the read
+        # moved mtime (or size) away from what was planned by the time we look.
         after = os.fstat(fd)
-        if len(data) != src.length or (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        if len(data) != src.length or (after.st_size, after.st_mtime_ns, after.st_ino) != (src.size, src.mtime_ns, src.inode):
             return None
         return data
     except OSError:
@@ -127,7 +126,7 @@ def encode(work: Work, ctx: FolderContext, names: WireNames) -> Work:
     aad = place_aad(ctx.uid, work.shard, work.seg_id)
     sealed = seal_segment(ctx.keys.aesgcm, aad, payload, work.nonce)
     work.msgid = segment_message_id(ctx.keys.msgid_key, ctx.domains, work.shard, work.seg_id, work.attempt)
-    work.buffers = build_article(
+    work.buffers = article_parts(
         message_id=work.msgid,
         subject=names.subject(),
         poster=names.poster(),

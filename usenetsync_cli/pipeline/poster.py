@@ -146,7 +146,7 @@ class PosterPool:
                     conn = self._connect(spec)
                 if self.bucket is not None:
                     self.bucket.acquire(item.wire_bytes)
-                returned = conn.post(item.buffers, item.msgid)
+                returned = conn.post(item.buffers, item.msgid, trusted=True)
                 backoff.reset()
                 self._emit(item, "posted", server_msgid=returned if returned and returned != item.msgid else None)
                 return conn, True

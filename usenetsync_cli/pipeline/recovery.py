@@ -640,7 +640,7 @@ def _reseal(sconn: apsw.Connection, shard: int, row: tuple[Any, ...], ctx: Folde
     if done.changed or done.dropped:
         return None
     # encode() frames the article; its yEnc body decodes to exactly the sealed payload.
-    return decode_yenc_article(done.buffers[1])[0]
+    return decode_yenc_article(b"".join(done.buffers[1:]))[0]
 
 
 def create_recovery(

@@ -2,7 +2,8 @@
 
 Owns: the proof that an article arrived. 240 alone never marks a segment
 verified; a pipelined STAT answering 223 does. An article that is missing
-after its 240 goes back to ``planned`` under ``attempt + 1`` (a new
+after its 240 (at a first look right after posting, and again after a short
+delay) goes back to ``planned`` under ``attempt + 1`` (a new
 Message-ID: the old one may be remembered by the server), up to
 ``max_attempts``; past that it is ``failed``.
 
@@ -44,11 +45,20 @@ def check_posted(
     conn: Connection,
     *,
     max_attempts: int,
+    recheck_delay: float = 2.0,
     window: int = 256,
+    sleep: Callable[[float], None] = time.sleep,
     on_page: Callable[[CheckSummary], None] | None = None,
 ) -> CheckSummary:
+    """STAT every posted article; one found missing is STATed again after ``recheck_delay``.
+
+    The second look is what lets the first come right after posting: a server
+    that needs a moment to make an article visible is not mistaken for one that
+    lost it (which would cost a needless re-post under a new Message-ID).
+    """
     s = CheckSummary()
     keys = ctx.keys
+    suspects: list[tuple[int, int, int, str]] = []  # (shard, seg_id, attempt, msgid): rare, kept in memory
     for shard, sconn in enumerate(state.shards):
         after = 0
         while True:
@@ -62,12 +72,26 @@ def check_posted(
                 ids[mid] = (seg_id, attempt)
             now = time.time_ns()
             verified: list[tuple[int, int]] = []
-            requeue: list[tuple[int]] = []
-            failed: list[tuple[int]] = []
             for mid, present in conn.stat_many(list(ids), window=window):
                 seg_id, attempt = ids[mid]
                 s.checked += 1
                 if present:
+                    verified.append((now, seg_id))
+                    s.verified += 1
+                else:
+                    suspects.append((shard, seg_id, attempt, mid))
+            with sconn:
+                sconn.executemany(_VERIFIED, verified)
+            if on_page:
+                on_page(s)
+    if suspects:
+        sleep(recheck_delay)
+        present = dict(conn.stat_many([m for *_, m in suspects], window=window))
+        now = time.time_ns()
+        for shard, group in _by_shard(suspects).items():
+            verified, requeue, failed = [], [], []
+            for seg_id, attempt, mid in group:
+                if present.get(mid):
                     verified.append((now, seg_id))
                     s.verified += 1
                     continue
@@ -78,8 +102,9 @@ def check_posted(
                 else:
                     failed.append((seg_id,))
                     s.failed += 1
+            sconn = state.shards[shard]
             with sconn:
-                sconn.executemany("UPDATE segments SET state=2, checked_ns=?, check_result=1 WHERE seg_id=?", verified)
+                sconn.executemany(_VERIFIED, verified)
                 sconn.executemany(
                     "UPDATE segments SET state=0, attempt=attempt+1, server_msgid=NULL,"
                     " error='missing after posting' WHERE seg_id=?",
@@ -90,9 +115,17 @@ def check_posted(
                     " WHERE seg_id=?",
                     failed,
                 )
-            if on_page:
-                on_page(s)
     return s
+
+
+_VERIFIED = "UPDATE segments SET state=2, checked_ns=?, check_result=1 WHERE seg_id=?"
+
+
+def _by_shard(items: list[tuple[int, int, int, str]]) -> dict[int, list[tuple[int, int, str]]]:
+    out: dict[int, list[tuple[int, int, str]]] = {}
+    for shard, seg_id, attempt, mid in items:
+        out.setdefault(shard, []).append((seg_id, attempt, mid))
+    return out
 
 
 def posted_count(state: State, folder_id: int) -> int:

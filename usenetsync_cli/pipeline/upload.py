@@ -80,7 +80,8 @@ class UploadOptions:
     max_attempts: int = 3
     max_rounds: int = 4
     check: bool = True
-    check_delay: float = 1.0
+    check_delay: float = 0.0  # before the first STAT look; a miss is looked at again after recheck_delay
+    recheck_delay: float = 2.0
     # Repair: post only segments already set back to planned; never re-plan,
     # and a source that changed fails its segment instead of being re-planned.
     repair: bool = False
@@ -574,7 +575,10 @@ class _Run:
             try:
                 if checker.closed:
                     checker = open_connection(self.opts.servers[0])
-                cs = check_posted(self.state, self.folder.folder_id, self.ctx, checker, max_attempts=self.opts.max_attempts)
+                cs = check_posted(
+                    self.state, self.folder.folder_id, self.ctx, checker, max_attempts=self.opts.max_attempts,
+                    recheck_delay=self.opts.recheck_delay,
+                )
                 self.s.reposted += cs.requeued
                 return checker
             except NNTPError as e:

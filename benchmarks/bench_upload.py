@@ -70,7 +70,7 @@ INN_PORTS = (119, 1190, 563)
 
 SEGMENT_SIZE = 768_000  # the CLI's default (core.packing.DEFAULT_SEGMENT_SIZE)
 SEAL_OVERHEAD = 29  # version byte + nonce + GCM tag (core.crypto.SEAL_OVERHEAD)
-CHECK_DELAY = 1.0  # the CLI's default UploadOptions.check_delay: the real path waits this before STAT
+CHECK_DELAY = 0.0  # the CLI's default UploadOptions.check_delay (a miss is re-checked after recheck_delay)
 # Into the sink the STATs still run, but without the wait: a sleep is no client work, and 1 s on a
 # 2.7 s (1 GB at 400 MB/s) run would hide the ceiling this measures.
 SINK_CHECK_DELAY = 0.0

@@ -33,9 +33,11 @@ into a few articles, so nearly all the share is its index) is downloaded
 index is streamed (flat memory) or held.
 
 Coordination: the machine has 2 cores, and benchmarks/bench_upload.py (which
-may also purge INN) must not run at the same time: before publishing and
-before every timed run this script waits until ``pgrep -f bench_upload.py``
-finds nothing. If INN lost the articles (a purge), the share is published anew.
+may also purge INN) and the other benchmarks/bench_*.py must not run at the
+same time: before publishing and before every timed iteration this script
+waits until ``pgrep -af 'bench_[a-z0-9_]+\.py'`` finds none but itself. If INN
+lost the articles (a purge), the share is published anew and a failed
+iteration is run again.
 
 Usage:
     python3 benchmarks/bench_download.py                       # 8 x 128 MiB, 200k tiny files, 5 runs
@@ -84,12 +86,14 @@ def log(msg: str) -> None:
 
 
 def _peers() -> list[str]:
+    """Other benchmarks running now: bench_upload.py (which may purge INN) and any other benchmarks/bench_*.py."""
     try:
-        out = subprocess.run(["pgrep", "-af", "bench_upload.py"], capture_output=True, text=True).stdout
+        out = subprocess.run(["pgrep", "-af", r"bench_[a-z0-9_]+\.py"], capture_output=True, text=True).stdout
     except OSError:
         return []
-    me = os.getpid()
-    return [ln for ln in out.splitlines() if ln.split()[0] != str(me) and "pgrep" not in ln]
+    me = str(os.getpid())
+    return [ln for ln in out.splitlines()
+            if ln.split()[0] != me and "bench_download" not in ln and "pgrep" not in ln]
 
 
 def wait_for_peers(allow: bool) -> float:
@@ -100,12 +104,13 @@ def wait_for_peers(allow: bool) -> float:
     announced = False
     while _peers():
         if not announced:
-            log("  waiting for benchmarks/bench_upload.py to finish (2 cores: concurrent benchmarks ruin each other) ...")
+            log("  waiting for other benchmarks to finish (2 cores: concurrent benchmarks ruin each other): "
+                + "; ".join(" ".join(p.split()[1:4])[:80] for p in _peers()[:3]) + " ...")
             announced = True
         time.sleep(10)
     waited = time.monotonic() - t0
     if announced:
-        log(f"  ... it finished after {waited:.0f} s; settling 10 s")
+        log(f"  ... they finished after {waited:.0f} s; settling 10 s")
         time.sleep(10)
     return waited
 

@@ -253,3 +253,13 @@ def test_par2_creation_speed_probe(tmp_path: Path, record_property: pytest.Recor
     record_property("par2_create_mb_per_s", round(mbs, 1))
     print(f"\nPAR2 create: {24 * sealed_len / 1e6:.1f} MB in {dt:.3f} s = {mbs:.0f} MB/s")
     assert xxhash.xxh3_64_intdigest(critical) != 0 and mbs > 5
+
+
+def test_full_only_leaves_tails_for_the_final_pass(state: State, tmp_path: Path, inn: InnServer) -> None:
+    """What runs while an upload is still posting makes only complete groups; the final pass takes the rest."""
+    folder, _files, _src = _upload(state, tmp_path, inn, big_segments=12)
+    spec = spec_for(inn.host, inn.port)
+    early = recovery.create_recovery(state, folder, spec, workdir=tmp_path / "w", group_articles=5, full_only=True)
+    assert early.groups_created >= 2 and early.segments_covered % 5 == 0
+    final = recovery.create_recovery(state, folder, spec, workdir=tmp_path / "w", group_articles=5)
+    assert early.segments_covered + final.segments_covered == _live(state, folder)

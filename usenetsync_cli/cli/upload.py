@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,12 +16,13 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, human_bytes, open_state
 from usenetsync_cli.config import Config
-from usenetsync_cli.errors import ConfigError, NotFoundError, UploadIncompleteError
+from usenetsync_cli.errors import ConfigError, NotFoundError, UploadIncompleteError, UsenetSyncError
 from usenetsync_cli.nntp import ServerSpec
 from usenetsync_cli.pipeline.index import resolve_folder
 from usenetsync_cli.pipeline.ratelimit import parse_rate
 from usenetsync_cli.pipeline.upload import UploadOptions, UploadProgress, UploadSummary, upload_folder
 from usenetsync_cli.store import catalog, jobs
+from usenetsync_cli.store.home import Home
 from usenetsync_cli.store.state import State
 
 
@@ -84,14 +86,19 @@ def upload(
                 e.connections = connections
             specs.append(e.spec())
         opts = UploadOptions(servers=specs, limit_rate=rate or None, segment_size=segment_size, check=not no_check)
-        with _sigterm_as_interrupt():
-            if out.interactive and not json_out:
-                summary = _with_progress(out, lambda cb: upload_folder(state, folder, opts, progress=cb))
-            else:
-                summary = upload_folder(state, folder, opts, progress=_json_progress(out) if json_out else None)
+        overlap = RecoveryOverlap(state.home, folder, specs[0], redundancy) if redundancy else None
+        try:
+            with _sigterm_as_interrupt():
+                if out.interactive and not json_out:
+                    summary = _with_progress(out, lambda cb: upload_folder(state, folder, opts, progress=cb))
+                else:
+                    summary = upload_folder(state, folder, opts, progress=_json_progress(out) if json_out else None)
+        finally:
+            if overlap is not None:
+                overlap.stop()
         render(out, summary)
         if summary.complete and redundancy:
-            _recovery(out, state, folder, specs[0], redundancy)
+            _recovery(out, state, folder, specs[0], redundancy, overlap)
         if summary.complete:
             _publish_pending(out, state, folder, server)
     if not summary.complete:
@@ -103,13 +110,53 @@ def upload(
         )
 
 
-def _recovery(out: Output, state: State, folder: catalog.Folder, spec: ServerSpec, redundancy: int) -> None:
+class RecoveryOverlap:
+    """Makes complete PAR2 groups from what is already posted while the upload goes on.
+
+    Runs in its own thread with its own State (connections are per thread); it
+    reads the shards and writes only recovery.db. The final, tail-including
+    pass runs after the upload (``_recovery``).
+    """
+
+    def __init__(self, home: Home, folder: catalog.Folder, spec: ServerSpec, redundancy: int) -> None:
+        self.home, self.folder, self.spec, self.redundancy = home, folder, spec, redundancy
+        self.groups = 0
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="recovery-overlap", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from usenetsync_cli.pipeline.recovery import create_recovery
+
+        work = self.home.state_dir / "tmp"
+        work.mkdir(mode=0o700, exist_ok=True)
+        try:
+            with State.open(self.home) as st:
+                while not self._stop.wait(2.0):
+                    r = create_recovery(st, self.folder, self.spec, redundancy=self.redundancy, workdir=work,
+                                        full_only=True)
+                    self.groups += r.groups_created
+        except UsenetSyncError as e:  # the final pass retries; the upload itself is unaffected
+            self.error = e
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _recovery(
+    out: Output, state: State, folder: catalog.Folder, spec: ServerSpec, redundancy: int,
+    overlap: RecoveryOverlap | None = None,
+) -> None:
     """PAR2 over the bytes just posted, for segments not yet in a recovery group."""
     from usenetsync_cli.pipeline.recovery import create_recovery
 
     work = state.home.state_dir / "tmp"
     work.mkdir(mode=0o700, exist_ok=True)
     r = create_recovery(state, folder, spec, redundancy=redundancy, workdir=work)
+    if overlap is not None:
+        r.groups_created += overlap.groups
     out.emit("upload.recovery", **{k: v for k, v in r.__dict__.items() if isinstance(v, (int, float, str))})
     if r.groups_created:
         out.say(

@@ -651,8 +651,13 @@ def create_recovery(
     redundancy: int = DEFAULT_REDUNDANCY,
     workdir: str | os.PathLike[str],
     group_articles: int = GROUP_ARTICLES,
+    full_only: bool = False,
 ) -> RecoverySummary:
-    """Create and post recovery data for every live segment of ``folder`` not yet in a group."""
+    """Create and post recovery data for every live segment of ``folder`` not yet in a group.
+
+    ``full_only`` makes only complete groups (while an upload is still posting,
+    so a shard's tail is not cut into small groups that cost a block each).
+    """
     if not 0 <= redundancy <= 100:
         raise ConfigError(f"redundancy must be 0..100 percent, not {redundancy}")
     if not 1 <= group_articles <= GROUP_ARTICLES:
@@ -686,7 +691,7 @@ def create_recovery(
                 if len(batch) == group_articles:
                     _make_group(state, folder, ctx, rdb, link, sconn, shard, batch, redundancy, paths, tmp, s)
                     batch = []
-            if batch:
+            if batch and not full_only:
                 _make_group(state, folder, ctx, rdb, link, sconn, shard, batch, redundancy, paths, tmp, s)
         s.groups_total = rdb.execute(
             "SELECT count(*) FROM groups WHERE folder_id=? AND state=1", (folder.folder_id,)

@@ -238,3 +238,24 @@ def test_kill_9_during_repair_then_resume(users: Users, tmp_path: Path, inn: Inn
     r = users.as_("bob", "download", sid, str(tmp_path / "dest"))
     assert r.code == 0, r.err
     assert snapshot(tmp_path / "dest") == snapshot(src)
+
+
+def test_verify_checks_recovery_articles(users: Users, tmp_path: Path, inn: InnServer) -> None:
+    from usenetsync_cli.pipeline.recovery import iter_layouts
+    from usenetsync_cli.pipeline.upload import folder_context
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(300_000))
+    publish(users, src, "--public")
+    users.mp.setenv("USENETSYNC_HOME", str(users.homes["alice"]))
+    with State.open(Home.resolve()) as st:
+        folder = catalog.get_folder(st.catalog, os.fsencode(src.resolve()))
+        assert folder is not None
+        ctx = folder_context(folder, ())
+        rec = [mid for lay in iter_layouts(st, folder, ctx) for _i, mid in lay.recovery_ids(ctx)]
+    assert rec
+    inn.cancel(rec[0])
+    r = users.as_("alice", "verify", "--json")
+    s = _summary(r)
+    assert s["recovery_checked"] == len(rec) and s["recovery_missing"] == 1

@@ -125,5 +125,7 @@ def _render(out: Output, s: VerifySummary) -> None:
         f" {s.damaged:,} damaged" + (f", {s.bodies_read:,} bodies read" if s.bodies_read else "")
         + (f"; {s.unchecked_left:,} left for the next run" if s.unchecked_left else "")
     )
+    if s.recovery_checked:
+        out.data(f"  recovery data: {s.recovery_checked:,} PAR2 articles, {s.recovery_missing:,} missing")
     for f in s.missing_files[:20]:
         out.say(f"[yellow]missing:[/] {f}")

@@ -71,6 +71,8 @@ class VerifySummary:
     bodies_read: int = 0
     errors: list[str] = field(default_factory=list)
     unchecked_left: int = 0
+    recovery_checked: int = 0
+    recovery_missing: int = 0
     elapsed_s: float = 0.0
     missing_files: list[str] = field(default_factory=list)
 
@@ -129,7 +131,29 @@ def verify_folder(
         for c in state.shards
     )
     s.missing_files = damaged_files(state, folder)
+    _check_recovery(state, folder, ctx, spec, s)
     return s
+
+
+def _check_recovery(state: State, folder: catalog.Folder, ctx: FolderContext, spec: ServerSpec, s: VerifySummary) -> None:
+    """STAT the PAR2 recovery articles too: lost recovery data is lost protection."""
+    from usenetsync_cli.pipeline.recovery import iter_layouts
+
+    ids: list[str] = []
+    for lay in iter_layouts(state, folder, ctx):
+        ids += [mid for _idx, mid in lay.recovery_ids(ctx)]
+    if not ids:
+        return
+    try:
+        conn = open_connection(spec)
+        try:
+            for _mid, ok in conn.stat_many(ids, window=256):
+                s.recovery_checked += 1
+                s.recovery_missing += not ok
+        finally:
+            conn.close()
+    except UsenetSyncError as e:
+        s.errors.append(f"{spec.name}: {e}")
 
 
 def _sweep_shards(

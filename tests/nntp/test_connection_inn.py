@@ -300,3 +300,34 @@ def test_spec_repr_hides_password() -> None:
     assert "password" not in repr(AUTH)
     with pytest.raises(errors.ConfigError):
         ServerSpec("bad", HOST, 119, user="u\r\nQUIT", password="p")
+
+
+def test_decoded_bodies_pipeline_decodes_in_order_and_reports_missing() -> None:
+    """BODY replies decoded by sabctools straight from the socket: dot lines, missing IDs, order."""
+    import os
+    import uuid
+
+    from usenetsync_cli.core.article import build_article
+    from usenetsync_cli.nntp import Connection, ServerSpec
+
+    conn = Connection(ServerSpec(name="t", host="127.0.0.1", port=119))
+    conn.connect()
+    payloads = {}
+    for i in range(6):
+        mid = f"<{uuid.uuid4().hex}@test.invalid>"
+        data = b"." * 3000 + os.urandom(500) if i == 1 else os.urandom(50_000 + i)
+        conn.post(build_article(message_id=mid, subject="s", poster="p <p@example.invalid>",
+                                newsgroups=["alt.binaries.test"], date="Mon, 23 Nov 2026 20:00:00 GMT",
+                                payload=data, yenc_name="n"), mid)
+        payloads[mid] = data
+    ids = list(payloads)
+    ids.insert(3, f"<{uuid.uuid4().hex}@missing.invalid>")
+    got = list(conn.decoded_bodies(ids, window=3))
+    assert [m for m, _ in got] == ids
+    for mid, resp in got:
+        if mid in payloads:
+            assert resp.status_code == 222 and bytes(resp.data) == payloads[mid] and resp.crc == resp.crc_expected
+        else:
+            assert resp.status_code == 430
+    assert conn.stat(ids[0])  # the session is still in step
+    conn.close()

@@ -4,7 +4,8 @@ Owns: turning an opened share index (pipeline/share_index.py) into files
 under DEST, resumably, and ``--sync`` of an existing copy.
 
 Threads: a feeder streams index records into fetch tasks (bounded queue);
-N connection threads fetch with pipelined BODY, check the yEnc CRC, open the
+N connection threads fetch with pipelined BODY received straight into a
+sabctools decoder (yEnc decoding and CRC in C, from the socket buffer), open the
 AES-GCM seal (AAD binds each segment to its place), check the plaintext hash,
 and ``pwrite`` the bytes into a hidden temporary file ``.NAME.uspart``
 beside the final path; the main thread counts what each file still needs and,
@@ -44,7 +45,6 @@ from typing import Any
 import apsw
 import xxhash
 
-from usenetsync_cli.core.article import decode_yenc_article
 from usenetsync_cli.core.crypto import open_segment, place_aad
 from usenetsync_cli.core.manifest import UnsafePathError, path_bytes, safe_relpath
 from usenetsync_cli.core.msgid import segment_message_id
@@ -426,8 +426,8 @@ class _Run:
                         if conn is None:
                             conn = open_connection(self.spec)
                         done = 0
-                        for task, (_mid, body) in zip(batch, conn.body_many([t.msgid for t in batch], window=8)):
-                            self.results.put((task, self._apply(fs, task, body)))
+                        for task, (_mid, resp) in zip(batch, conn.decoded_bodies([t.msgid for t in batch], window=8)):
+                            self.results.put((task, self._apply_decoded(fs, task, resp)))
                             done += 1
                         break
                     except NNTPError as e:
@@ -444,17 +444,13 @@ class _Run:
             if conn is not None:
                 conn.close()
 
-    def _apply(self, fs: FolderSecrets, task: Task, body: bytes | None) -> str | None:
-        """Write one fetched segment; returns None when done, else why it failed."""
-        if body is None:
+    def _apply_decoded(self, fs: FolderSecrets, task: Task, resp: Any) -> str | None:
+        """Write one segment decoded by sabctools straight from the socket; None when done."""
+        if resp.status_code != 222:
             return "missing"
-        try:
-            sealed, _name, crc_ok = decode_yenc_article(body)
-        except UsenetSyncError:
-            return "damaged"
-        if not crc_ok:
+        if resp.crc_expected is None or resp.crc != resp.crc_expected or resp.data is None:
             return "crc"
-        return self._write_sealed(fs, task, sealed)
+        return self._write_sealed(fs, task, bytes(resp.data))
 
     def _write_sealed(self, fs: FolderSecrets, task: Task, sealed: bytes) -> str | None:
         try:

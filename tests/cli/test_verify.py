@@ -259,3 +259,23 @@ def test_verify_checks_recovery_articles(users: Users, tmp_path: Path, inn: InnS
     r = users.as_("alice", "verify", "--json")
     s = _summary(r)
     assert s["recovery_checked"] == len(rec) and s["recovery_missing"] == 1
+
+
+def test_lost_share_index_is_reported_and_republished(users: Users, tmp_path: Path, inn: InnServer) -> None:
+    from tests.cli.test_share_download import _index_ids
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(50_000))
+    sid = publish(users, src, "--public")
+    root, *parts = _index_ids(users)
+    inn.cancel(parts[0])
+    r = users.as_("alice", "verify", "--json")
+    assert r.code == 17
+    (idx,) = [x for x in r.json_lines() if x["type"] == "verify.share_index"]
+    assert idx["missing"] == 1
+    r = users.as_("alice", "verify", "--repair")
+    assert r.code == 0 and "published share 's' version 2" in r.err
+    r = users.as_("bob", "download", sid, str(tmp_path / "dest"))
+    assert r.code == 0, r.err
+    assert (tmp_path / "dest" / "a.bin").read_bytes() == (src / "a.bin").read_bytes()

@@ -14,7 +14,9 @@ from usenetsync_cli.errors import ConfigError, UsenetSyncError
 from usenetsync_cli.pipeline.repair import repair_folder
 from usenetsync_cli.pipeline.shares import get_share, list_shares, needs_republish
 from usenetsync_cli.pipeline.verify import VerifyOptions, VerifySummary, verify_folder
+from usenetsync_cli.nntp import ServerSpec
 from usenetsync_cli.store import catalog
+from usenetsync_cli.store.state import State
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -103,17 +105,56 @@ def verify(
                 lost_total += r.unrepairable
             elif bad:
                 missing_total += bad
+            index_lost = _check_share_indexes(out, state, fid, spec)
             if repair:
-                # Message-IDs changed (now, or in a repair that was interrupted before publishing).
+                # Message-IDs changed (now, or in a repair that was interrupted before publishing),
+                # or the share index's own articles are gone: publish a new version.
                 for sh in list_shares(state, fid):
-                    if needs_republish(state, sh):
+                    if needs_republish(state, sh) or sh.name in index_lost:
                         try_publish(out, state, sh, None, server)
+            elif index_lost:
+                missing_total += len(index_lost)
             if s.errors:
                 raise UsenetSyncError(f"the sweep could not finish: {s.errors[0]}")
     if lost_total:
         raise DataLostError(f"{lost_total:,} articles could not be repaired")
     if missing_total:
         raise DegradedError(f"{missing_total:,} articles are missing or damaged")
+
+
+def _check_share_indexes(out: Output, state: State, folder_id: int, spec: ServerSpec) -> set[str]:
+    """STAT the root and parts of each published share's current index; names of shares with any missing."""
+    from usenetsync_cli.core.shareid import ShareId, locator_key
+    from usenetsync_cli.pipeline.poster import open_connection
+    from usenetsync_cli.pipeline.publish import part_message_id, root_message_id
+    from usenetsync_cli.pipeline.share_index import fetch_root
+
+    lost: set[str] = set()
+    shares = [sh for sh in list_shares(state, folder_id) if sh.version]
+    if not shares:
+        return lost
+    conn = open_connection(spec)
+    try:
+        for sh in shares:
+            sid = ShareId.parse(sh.share_id)
+            lk = locator_key(sid)
+            try:
+                header = fetch_root(conn, lk, sh.version, sid.fingerprint)
+            except UsenetSyncError:
+                lost.add(sh.name)
+                continue
+            ids = [part_message_id(lk, header.part_nonce, sh.version, n) for n in range(header.parts)]
+            missing = sum(1 for _m, ok in conn.stat_many(ids) if not ok)
+            if missing:
+                lost.add(sh.name)
+            out.emit("verify.share_index", name=sh.name, version=sh.version, articles=len(ids) + 1,
+                     missing=missing + (sh.name in lost and not missing))
+    finally:
+        conn.close()
+    for name in sorted(lost):
+        out.say(f"[yellow]share index of {name!r} is incomplete on the server[/]"
+                " (`verify --repair` or `share update` publishes it again)")
+    return lost
 
 
 def _render(out: Output, s: VerifySummary) -> None:

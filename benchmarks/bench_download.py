@@ -49,6 +49,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -71,6 +73,7 @@ HOST, PORT, GROUP = "127.0.0.1", 119, "alt.binaries.test"
 LAYOUT_VERSION = 1  # bump when a folder's layout changes, so cached folders and shares are rebuilt
 SEED = 20240611
 
+LOCK_FILE = Path("/tmp/usenetsync-bench-download.lock")
 TARGET_RATIO = 0.8  # ours / bare BODY loop
 TARGET_CPU_PER_GB = 2.0  # CPU-seconds of the whole client process per GB (10^9 B) of payload
 TARGET_PEAK_RSS_MB = 300.0  # MB = 10^6 bytes, the stricter reading
@@ -129,6 +132,26 @@ def inn_up() -> None:
         subprocess.run(["bash", str(INN_UP)], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
         if not _greets():
             raise SystemExit("INN does not answer on 127.0.0.1:119 after inn-up.sh")
+
+
+def code_state() -> dict[str, Any]:
+    """Which code was measured: HEAD and the files modified in the working tree (read-only git calls)."""
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(["git", "--no-optional-locks", *a], capture_output=True, text=True, cwd=REPO,
+                                  timeout=20).stdout.rstrip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    dirty = [ln[3:] for ln in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    digest = hashlib.sha256()
+    for rel in ("usenetsync_cli/pipeline/download.py", "usenetsync_cli/nntp/connection.py",
+                "usenetsync_cli/nntp/response.py", "usenetsync_cli/core/article.py"):
+        try:
+            digest.update((REPO / rel).read_bytes())
+        except OSError:
+            pass
+    return {"head": git("rev-parse", "--short", "HEAD"), "modified": dirty,
+            "download_path_sha256": digest.hexdigest()[:12]}
 
 
 def load() -> float:
@@ -883,13 +906,21 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir: Path = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
+    # One bench_download at a time on this machine (any workdir): they would share INN and the 2 cores.
+    lock = open(LOCK_FILE, "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log(f"  another bench_download.py holds {LOCK_FILE}: waiting for it")
+        fcntl.flock(lock, fcntl.LOCK_EX)
     wait_for_peers(args.ignore_peers)
     inn_up()
     reader_home = workdir / "reader-home"
     if not (reader_home / "config.toml").exists():  # a reader's home: only the server, no keys
         reader_home.mkdir(parents=True, exist_ok=True)
         cli(reader_home, "server", "add", "local", "--host", HOST, "--group", GROUP, "--replace")
-    dest = workdir / "dest"
+    dest = workdir / f"dest-{os.getpid()}"
+    state_before = code_state()
 
     specs: dict[str, FolderSpec] = {}
     if not args.skip_large:
@@ -917,8 +948,13 @@ def main(argv: list[str] | None = None) -> int:
         _rm(dest)
     pubs = shares.pubs
 
+    state_after = code_state()
     print(f"\nmachine: {os.cpu_count()} cores, Python {platform.python_version()}, Linux {platform.release()}; "
           f"INN 2.7 on {HOST}:{PORT}")
+    print(f"code: HEAD {state_before['head']}, modified in the tree: {', '.join(state_before['modified']) or 'none'}; "
+          f"download path sha256 {state_before['download_path_sha256']}"
+          + ("" if (state_after["head"], state_after["download_path_sha256"]) == (state_before["head"], state_before["download_path_sha256"]) else
+             f" -> CHANGED during the run to {state_after['download_path_sha256']} (figures mix two versions)"))
     verdicts = report(large, tiny)
     if prof and "error" not in prof:
         print(f"\n### py-spy of one download ({prof['samples']:,} samples at 250 Hz, all threads; the profiled run: "
@@ -936,6 +972,7 @@ def main(argv: list[str] | None = None) -> int:
             "units": {"MB": "10^6 bytes of plaintext payload", "GB": "10^9 bytes", "rss": "VmHWM of the child, MB"},
             "shares": {k: {"files": p.fs.files, "bytes": p.fs.total, "articles": p.articles,
                            "publish_s": p.publish_s} for k, p in pubs.items()},
+            "code": {"before": state_before, "after": state_after},
             "large": large, "tiny": tiny, "targets": verdicts,
             "profile": {k: v for k, v in prof.items() if k != "run"} if prof else None,
         }))

@@ -80,11 +80,12 @@ def download(
             conn.close()
         out.say(f"share version {opened.index.version}: index verified ({opened.index.header.parts} articles)")
         try:
-            summary = download_records(
+            run = lambda cb: download_records(  # noqa: E731 - the same call with or without a bar
                 opened.records(), dest, spec, version=opened.index.version,
                 index_sha256=opened.index.header.index_sha256, connections=connections, sync=sync,
-                keep_deleted=keep_deleted,
+                keep_deleted=keep_deleted, progress=cb,
             )
+            summary = _with_progress(out, run) if out.interactive and not json_out else run(None)
         except KeyboardInterrupt:
             raise InterruptedByUser(
                 "download interrupted; what was fetched is kept",
@@ -96,6 +97,23 @@ def download(
             f"{len(summary.damaged)} file(s) could not be completed: {summary.damaged[0]}"
             + (" …" if len(summary.damaged) > 1 else "")
         )
+
+
+def _with_progress(out: Output, run):  # type: ignore[no-untyped-def]
+    """A live line on a terminal: files and bytes written, segments fetched, rate."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=out.err,
+                  transient=True) as bar:
+        task = bar.add_task("downloading…")
+
+        def update(s: DownloadSummary) -> None:
+            bar.update(task, description=(
+                f"{s.files_written:,} files ({human_bytes(s.bytes_written)}) written, {s.files_skipped:,} already"
+                f" complete, {s.segments_fetched:,} articles fetched"
+            ))
+
+        return run(update)
 
 
 def _render(out: Output, s: DownloadSummary) -> None:

@@ -16,8 +16,8 @@ fresh child process into an empty destination:
 2. baseline, in the same iteration: a bare pipelined BODY loop over the same
    Message-IDs (the data articles of the share, taken from the publisher's
    state) with the same connection count: plain ``socket``, one thread per
-   connection, up to ``--window`` requests in flight (refilled at half, as
-   ``Connection.body_many`` does), ``recv_into`` a 1 MiB buffer and scanning
+   connection, up to ``--window`` requests in flight (refilled at half; the
+   download keeps up to 8 in flight too), ``recv_into`` a 1 MiB buffer and scanning
    for the ``\\r\\n.\\r\\n`` terminator, bytes discarded. It is what the server
    and the loopback can deliver to a client that does nothing with the bytes.
 
@@ -39,10 +39,18 @@ waits until ``pgrep -af 'bench_[a-z0-9_]+\.py'`` finds none but itself. If INN
 lost the articles (a purge), the share is published anew and a failed
 iteration is run again.
 
+Where the time goes: ``--profile`` samples one more download with py-spy (all
+threads); ``--breakdown`` runs one download with wrappers that record, per
+call, wall time and thread CPU time of each stage (wall minus CPU is waiting,
+mostly for the GIL), then ablations that leave out the file writes, or the
+decryption, hashing and writes, interleaved with the bare loop.
+
+Only one bench_download.py runs at a time on the machine (a lock file in /tmp).
+
 Usage:
     python3 benchmarks/bench_download.py                       # 8 x 128 MiB, 200k tiny files, 5 runs
-    python3 benchmarks/bench_download.py --runs 3 --json --profile
-    python3 benchmarks/bench_download.py --tiny-files 20000 --tiny-files 200000
+    python3 benchmarks/bench_download.py --runs 5 --tiny-files 20000 --tiny-files 200000 --json
+    python3 benchmarks/bench_download.py --runs 3 --tiny-files 0 --profile --breakdown
 """
 
 from __future__ import annotations
@@ -61,7 +69,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,7 +107,7 @@ def _peers() -> list[str]:
 
 
 def wait_for_peers(allow: bool) -> float:
-    """Block while bench_upload.py runs; returns the seconds waited."""
+    """Block while another benchmark runs; returns the seconds waited."""
     if allow:
         return 0.0
     t0 = time.monotonic()
@@ -392,7 +399,61 @@ if _orig is not None:
                          pipeline_ctx_switches=w1 - w0)
     _dl.download_records = download_records
 atexit.register(_report)
+_mode = os.environ.get("BENCH_DL_MODE", "")
+if _mode:
+    exec(compile(os.environ["BENCH_DL_PATCH"], "<bench_download patch>", "exec"))
 main(sys.argv[1:])
+"""
+
+# --breakdown: instrumentation and ablations patched into the child (names looked up defensively: a
+# refactor of pipeline/download.py makes them no-ops, reported as "n/a", instead of breaking the benchmark).
+_PATCH = r"""
+import collections, queue, time
+import usenetsync_cli.pipeline.download as _pd
+import usenetsync_cli.nntp.connection as _pc
+if _mode == "stages":
+    _st = collections.defaultdict(lambda: [0, 0, 0])
+
+    def _wrap(name, fn):
+        def w(*a, **k):
+            t0 = time.perf_counter_ns(); c0 = time.thread_time_ns()
+            try:
+                return fn(*a, **k)
+            finally:
+                s = _st[name]; s[0] += 1; s[1] += time.perf_counter_ns() - t0; s[2] += time.thread_time_ns() - c0
+        return w
+
+    class _X:
+        pass
+    if hasattr(_pd, "open_segment"):
+        _pd.open_segment = _wrap("AES-GCM decrypt (open_segment)", _pd.open_segment)
+    if hasattr(_pd, "xxhash"):
+        _x = _X(); _x.xxh3_128_digest = _wrap("xxh3_128 verify", _pd.xxhash.xxh3_128_digest); _pd.xxhash = _x
+    os.pwrite = _wrap("os.pwrite", os.pwrite)
+    os.open = _wrap("os.open", os.open)
+    os.close = _wrap("os.close", os.close)
+    if hasattr(_pc.Connection, "_recv_into"):
+        _pc.Connection._recv_into = _wrap("socket recv (Connection._recv_into)", _pc.Connection._recv_into)
+    if hasattr(_pc.Connection, "_send"):
+        _pc.Connection._send = _wrap("socket send (Connection._send)", _pc.Connection._send)
+    for _m in ("_apply_decoded", "_apply"):
+        if hasattr(_pd._Run, _m):
+            setattr(_pd._Run, _m, _wrap("one segment after receive (_Run." + _m + ")", getattr(_pd._Run, _m)))
+    queue.Queue.put = _wrap("Queue.put", queue.Queue.put)
+    queue.Queue.get = _wrap("Queue.get", queue.Queue.get)
+
+    def _stages():
+        inner["stages"] = {k: v for k, v in _st.items()}
+    atexit.register(_stages)  # runs before _report (atexit is LIFO)
+elif _mode in ("nowrite", "nocrypto") and hasattr(_pd._Run, "_write_sealed"):
+    def _write_sealed(self, fs, task, sealed):
+        if _mode == "nowrite":  # decrypt and hash as usual, then drop the bytes
+            payload = _pd.open_segment(fs.aes, _pd.place_aad(fs.uid, task.shard, task.seg_id), sealed)
+            if task.hash is not None and _pd.xxhash.xxh3_128_digest(payload) != task.hash:
+                return "hash"
+        return None
+    _pd._Run._write_sealed = _write_sealed
+    inner["patched"] = True
 """
 
 _BASELINE = r"""
@@ -529,8 +590,12 @@ def _rm(path: Path) -> None:
 
 
 def run_ours(pub: Published, reader_home: Path, dest: Path, connections: int,
-             prefix: list[str] | None = None) -> dict[str, Any]:
+             prefix: list[str] | None = None, mode: str = "") -> dict[str, Any]:
     _rm(dest)
+    env = _env(reader_home)
+    if mode:
+        env["BENCH_DL_MODE"] = mode
+        env["BENCH_DL_PATCH"] = _PATCH
     os.sync()  # the previous run's writeback is not this run's cost
     c0 = _children_cpu()
     m0 = machine_cpu()
@@ -538,7 +603,7 @@ def run_ours(pub: Published, reader_home: Path, dest: Path, connections: int,
     proc = subprocess.run(
         [*(prefix or []), sys.executable, "-c", _LAUNCHER, "download", pub.share_id, str(dest),
          "--connections", str(connections), "--json"],
-        capture_output=True, text=True, env=_env(reader_home), cwd=str(REPO),
+        capture_output=True, text=True, env=env, cwd=str(REPO),
     )
     wall = time.perf_counter() - t0
     m1 = machine_cpu()
@@ -583,6 +648,10 @@ def run_ours(pub: Published, reader_home: Path, dest: Path, connections: int,
         out["outside_pipeline_cpu_s"] = cpu - child["pipeline_cpu_s"]
         out["rss_before_pipeline_mb"] = child["rss_before_pipeline"] / 1e6
         out["ctxsw_per_segment"] = child["pipeline_ctx_switches"] / max(1, summary["segments_fetched"])
+    if "stages" in child:
+        out["stages"] = child["stages"]
+    if mode in ("nowrite", "nocrypto") and not child.get("patched"):
+        out["patch_missing"] = True
     return out
 
 
@@ -670,7 +739,7 @@ def _role(frames: list[str]) -> str:
         return "fetch workers"
     if "feed (" in text or "_feed (" in text:
         return "index feeder"
-    if "Thread" in frames[0] if frames else False:
+    if frames and "Thread" in frames[0]:
         return "other thread"
     return "main thread"
 
@@ -822,6 +891,64 @@ def bench_tiny(shares: Shares, key: str, reader_home: Path, dest: Path, args: ar
             "runs": s.runs}
 
 
+def breakdown(shares: Shares, reader_home: Path, dest: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Where the time goes: one instrumented run (per-call wall and thread CPU), then ablations that
+    drop the file writes, or decryption + hashing + writes, interleaved with the bare loop."""
+    log("\n== breakdown: stage timings, then ablations")
+    st = guarded(shares, args, lambda: run_ours(shares.pubs["large"], reader_home, dest, args.connections,
+                                                mode="stages"))
+    kinds = ("as is", "nowrite", "nocrypto", "bare")
+    got: dict[str, list[float]] = {k: [] for k in kinds}
+    missing = False
+    for i in range(args.breakdown_runs):
+        def one() -> dict[str, float]:
+            p = shares.pubs["large"]
+            r: dict[str, float] = {}
+            for k in kinds:
+                if k == "bare":
+                    r[k] = run_baseline(p, args.connections, args.window, not args.no_quickack)["mb_s"]
+                else:
+                    o = run_ours(p, reader_home, dest, args.connections, mode="" if k == "as is" else k)
+                    r[k] = o["mb_s"]
+                    r["missing"] = r.get("missing", 0) or float(bool(o.get("patch_missing")))
+            return r
+        r = guarded(shares, args, one)
+        missing = missing or bool(r.pop("missing", 0))
+        for k in kinds:
+            got[k].append(r[k])
+        log(f"  ablation {i + 1}/{args.breakdown_runs}: " + ", ".join(f"{k} {r[k]:,.0f}" for k in kinds) + " MB/s")
+    _rm(dest)
+    bare = statistics.median(got["bare"])
+    return {
+        "stages_run_mb_s": round(st["mb_s"], 1),
+        "stages": {k: {"calls": v[0], "wall_s": round(v[1] / 1e9, 3), "cpu_s": round(v[2] / 1e9, 3)}
+                   for k, v in sorted(st.get("stages", {}).items(), key=lambda kv: -kv[1][2])},
+        "ablation": {k: {"median": round(statistics.median(v), 1), "min": round(min(v), 1), "max": round(max(v), 1),
+                         "x_bare": round(statistics.median(v) / bare, 3)} for k, v in got.items()},
+        "ablation_patch_missing": missing,
+    }
+
+
+def report_breakdown(b: dict[str, Any]) -> None:
+    print(f"\n### Breakdown: one instrumented download ({b['stages_run_mb_s']:,.0f} MB/s; the wrappers cost a little)\n")
+    print("wall − CPU per call is time spent waiting: for the GIL after a call that released it, or for the socket.\n")
+    print("| stage | calls | thread CPU s | wall s | CPU µs/call | wall µs/call |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for k, v in b["stages"].items():
+        n = max(1, v["calls"])
+        print(f"| {k} | {v['calls']:,} | {v['cpu_s']:.3f} | {v['wall_s']:.3f} | {1e6 * v['cpu_s'] / n:,.0f} | "
+              f"{1e6 * v['wall_s'] / n:,.0f} |")
+    print("\nAblations (same children, patched): `nowrite` decrypts and hashes but writes nothing; `nocrypto` "
+          "only receives and yEnc-decodes." + (" **The patch points were not found: ablations are n/a.**"
+                                               if b["ablation_patch_missing"] else "") + "\n")
+    print("| variant | MB/s median [min–max] | × bare loop |")
+    print("|---|---|---:|")
+    names = {"as is": "ours as is", "nowrite": "ours without the file writes",
+             "nocrypto": "ours without decrypt, hash and writes", "bare": "bare pipelined BODY loop"}
+    for k, v in b["ablation"].items():
+        print(f"| {names[k]} | {v['median']:,.0f} [{v['min']:,.0f}–{v['max']:,.0f}] | {v['x_bare']:.2f} |")
+
+
 def report(large: dict[str, Any] | None, tiny: list[dict[str, Any]]) -> list[dict[str, Any]]:
     verdicts: list[dict[str, Any]] = []
     if large:
@@ -888,7 +1015,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=5, help="timed iterations of the 1 GB share (>= 3)")
     ap.add_argument("--connections", "-n", type=int, default=4)
     ap.add_argument("--window", type=int, default=8, help="BODY requests in flight per connection in the baseline "
-                    "(pipeline/download.py uses body_many(window=8))")
+                    "(pipeline/download.py uses window=8)")
     ap.add_argument("--no-quickack", action="store_true", help="baseline without TCP_QUICKACK before each recv")
     ap.add_argument("--large-files", type=int, default=8)
     ap.add_argument("--large-mib", type=int, default=128)
@@ -896,8 +1023,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiny-runs", type=int, default=3)
     ap.add_argument("--skip-large", action="store_true")
     ap.add_argument("--republish", action="store_true", help="ignore the cached shares")
-    ap.add_argument("--ignore-peers", action="store_true", help="do not wait for bench_upload.py")
+    ap.add_argument("--ignore-peers", action="store_true", help="do not wait for other benchmarks/bench_*.py")
     ap.add_argument("--profile", action="store_true", help="py-spy one extra 1 GB download (all threads)")
+    ap.add_argument("--breakdown", action="store_true", help="one instrumented download (per-stage wall and CPU) "
+                    "and ablations without writes / without decrypt+hash+writes, interleaved with the bare loop")
+    ap.add_argument("--breakdown-runs", type=int, default=3)
     ap.add_argument("--json", action="store_true", help="end with one JSON line holding every figure")
     args = ap.parse_args(argv)
     if args.runs < 1:
@@ -946,6 +1076,10 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as e:
             prof = {"error": str(e)[:500]}
         _rm(dest)
+    brk = None
+    if args.breakdown and "large" in specs:
+        brk = breakdown(shares, reader_home, dest, args)
+        partial.write_text(json.dumps({"large": large, "tiny": tiny, "breakdown": brk}))
     pubs = shares.pubs
 
     state_after = code_state()
@@ -965,6 +1099,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {v:5.1f}%  {k}")
     elif prof:
         print(f"\nprofile: {prof['error']}")
+    if brk:
+        report_breakdown(brk)
     if args.json:
         print(json.dumps({
             "type": "bench_download", "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
@@ -973,7 +1109,7 @@ def main(argv: list[str] | None = None) -> int:
             "shares": {k: {"files": p.fs.files, "bytes": p.fs.total, "articles": p.articles,
                            "publish_s": p.publish_s} for k, p in pubs.items()},
             "code": {"before": state_before, "after": state_after},
-            "large": large, "tiny": tiny, "targets": verdicts,
+            "large": large, "tiny": tiny, "targets": verdicts, "breakdown": brk,
             "profile": {k: v for k, v in prof.items() if k != "run"} if prof else None,
         }))
     return 0

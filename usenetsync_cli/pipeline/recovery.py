@@ -99,6 +99,7 @@ from usenetsync_cli.core.crypto import (
     place_aad,
     seal_segment,
 )
+from usenetsync_cli.core.hashing import payload_matches
 from usenetsync_cli.core.msgid import index_message_id, segment_message_id
 from usenetsync_cli.core.names import WireNames
 from usenetsync_cli.errors import ConfigError, CryptoError, NotFoundError, ProtocolError, UsenetSyncError
@@ -107,7 +108,7 @@ from usenetsync_cli.pipeline.encode import FolderContext, Source, Work, encode
 from usenetsync_cli.pipeline.feed import _FILE, _MEMBERS, DirPaths
 from usenetsync_cli.pipeline.poster import open_connection
 from usenetsync_cli.store import catalog, db
-from usenetsync_cli.store.segments import PAGE
+from usenetsync_cli.store.segments import PAGE, pack_layout
 from usenetsync_cli.store.state import State
 
 __all__ = [
@@ -313,6 +314,9 @@ class GroupMember:
     sealed_hash: bytes | None  # None when unknown (a reader without recovery.db): PAR2 checks alone
     msgid: str  # the current article of the segment
     plain_hash: bytes | None  # segments.hash: the rebuilt plaintext must match it
+    # A pack's included members (offset, length), needed to recompute its pack hash; None for a
+    # file segment, and for a reader's layout (a share index does not list a pack's other members).
+    layout: tuple[tuple[int, int], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -378,7 +382,7 @@ _LIVE_PAGE = (
     "SELECT seg_id, file_id, offset, length, attempt, hash, nonce, server_msgid FROM segments"
     " WHERE folder_id=? AND state IN (1,2) AND seg_id>? ORDER BY seg_id LIMIT ?"
 )
-_SEG_ROW = "SELECT seg_id, attempt, server_msgid, hash, length, state FROM segments WHERE seg_id=? AND folder_id=?"
+_SEG_ROW = "SELECT seg_id, attempt, server_msgid, hash, length, state, file_id FROM segments WHERE seg_id=? AND folder_id=?"
 
 
 def _ungrouped(sconn: apsw.Connection, rdb: apsw.Connection, folder_id: int, shard: int) -> Iterator[tuple[Any, ...]]:
@@ -434,9 +438,10 @@ def _layout(rdb: apsw.Connection, state: State, folder: catalog.Folder, ctx: Fol
         seg = sconn.execute(_SEG_ROW, (seg_id, folder.folder_id)).fetchall()
         if not seg:
             raise RecoveryError(f"recovery group {group_id}: segment {shard}:{seg_id} is gone from the state")
-        _, attempt, server_id, phash, _length, _st = seg[0]
+        _, attempt, server_id, phash, _length, _st, file_id = seg[0]
         mid = server_id or segment_message_id(ctx.keys.msgid_key, ctx.domains, shard, seg_id, attempt)
-        members.append(GroupMember(seg_id, pos, slen, shash, mid, phash))
+        layout = None if file_id is not None else tuple(pack_layout(sconn, seg_id))
+        members.append(GroupMember(seg_id, pos, slen, shash, mid, phash, layout))
     recovery = tuple(
         (idx, att, server)
         for idx, att, server in rdb.execute(
@@ -557,12 +562,16 @@ def _fetch_sealed(body: bytes | None) -> bytes | None:
     return sealed if crc_ok else None
 
 
-def _authentic(ctx: FolderContext, shard: int, seg_id: int, sealed: bytes, plain_hash: bytes | None) -> bool:
+def _authentic(
+    ctx: FolderContext, shard: int, seg_id: int, sealed: bytes, plain_hash: bytes | None,
+    layout: Sequence[tuple[int, int]] | None = None,
+) -> bool:
+    """GCM opens under the segment's place and the plaintext has its stored segment hash."""
     try:
         plain = open_segment(ctx.keys.aesgcm, place_aad(ctx.uid, shard, seg_id), sealed)
     except (CryptoError, ProtocolError):
         return False
-    return plain_hash is None or xxhash.xxh3_128_digest(plain) == plain_hash
+    return payload_matches(plain_hash, plain, layout)
 
 
 # ---------------------------------------------------------------- PAR2 edge
@@ -771,7 +780,8 @@ def _materialise(
         for mid, body in link.bodies(list(to_fetch)):
             row = to_fetch[mid]
             sealed = _fetch_sealed(body)
-            if sealed is None or not _authentic(ctx, shard, row[0], sealed, row[5]):
+            layout = pack_layout(sconn, row[0]) if row[1] is None else None
+            if sealed is None or not _authentic(ctx, shard, row[0], sealed, row[5], layout):
                 s.segments_unavailable += 1
                 if len(s.errors) < 20:
                     s.errors.append(f"segment {shard}:{row[0]}: source changed and article missing or damaged;"
@@ -917,7 +927,7 @@ def _rebuild(link: _Link, ctx: FolderContext, layout: GroupLayout, missing: set[
         for mid, body in link.bodies(list(ids)):
             m = ids[mid]
             sealed = _fetch_sealed(body)
-            if sealed is None or not _authentic(ctx, shard, m.seg_id, sealed, m.plain_hash):
+            if sealed is None or not _authentic(ctx, shard, m.seg_id, sealed, m.plain_hash, m.layout):
                 gone.add(m.seg_id)
                 out.extra_missing.append(m.seg_id)
             elif m.sealed_hash is not None and xxhash.xxh3_128_digest(sealed) != m.sealed_hash:
@@ -971,7 +981,7 @@ def _rebuild(link: _Link, ctx: FolderContext, layout: GroupLayout, missing: set[
                 continue  # the article on the server is fine; par2 only restored its older sealing
             m = by_seg[seg_id]
             sealed = (tmp / par2_name(ctx.keys.msgid_key, shard, seg_id)).read_bytes()
-            if len(sealed) != m.sealed_len or not _authentic(ctx, shard, seg_id, sealed, m.plain_hash):
+            if len(sealed) != m.sealed_len or not _authentic(ctx, shard, seg_id, sealed, m.plain_hash, m.layout):
                 raise RecoveryError(
                     f"recovery group {layout.group_id}: segment {shard}:{seg_id} rebuilt by par2 does not authenticate"
                 )
@@ -1012,8 +1022,9 @@ def repost_rebuilt(
         seg = sconn.execute(_SEG_ROW, (seg_id, folder.folder_id)).fetchall()
         if not seg:
             raise RecoveryError(f"segment {shard}:{seg_id} is not in the state of {folder.display_path}")
-        _, attempt, _server, phash, _length, _st = seg[0]
-        if not _authentic(ctx, shard, seg_id, sealed, phash):
+        _, attempt, _server, phash, _length, _st, file_id = seg[0]
+        layout = pack_layout(sconn, seg_id) if file_id is None else None
+        if not _authentic(ctx, shard, seg_id, sealed, phash, layout):
             raise RecoveryError(f"segment {shard}:{seg_id}: the rebuilt payload does not authenticate; not posting it")
         attempts[seg_id] = attempt + 1
     link = _Link(spec)

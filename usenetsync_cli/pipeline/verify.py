@@ -30,6 +30,7 @@ import xxhash
 
 from usenetsync_cli.core.article import decode_yenc_article
 from usenetsync_cli.core.crypto import open_segment, place_aad
+from usenetsync_cli.core.hashing import payload_matches
 from usenetsync_cli.core.msgid import segment_message_id
 from usenetsync_cli.errors import UsenetSyncError
 from usenetsync_cli.nntp import Connection, NNTPError, ServerSpec
@@ -37,17 +38,17 @@ from usenetsync_cli.pipeline.encode import FolderContext
 from usenetsync_cli.pipeline.poster import open_connection
 from usenetsync_cli.pipeline.upload import folder_context
 from usenetsync_cli.store import catalog
-from usenetsync_cli.store.segments import PAGE
+from usenetsync_cli.store.segments import PAGE, pack_layout
 from usenetsync_cli.store.state import NSHARDS, State
 
 RESULT_MISSING, RESULT_PRESENT, RESULT_DAMAGED = 0, 1, 2
 
 _PAGE = (
-    "SELECT seg_id, attempt, server_msgid, hash FROM segments"
+    "SELECT seg_id, attempt, server_msgid, hash, file_id FROM segments"
     " WHERE folder_id=? AND state IN (1,2) AND checked_ns<? ORDER BY checked_ns, seg_id LIMIT ?"
 )
 _UNCHECKED = (
-    "SELECT seg_id, attempt, server_msgid, hash FROM segments"
+    "SELECT seg_id, attempt, server_msgid, hash, file_id FROM segments"
     " WHERE folder_id=? AND state IN (1,2) AND checked_ns IS NULL ORDER BY seg_id LIMIT ?"
 )
 
@@ -175,7 +176,7 @@ def _sweep_shards(
                     try:
                         if conn is None:
                             conn = open_connection(spec)
-                        results = _check_page(conn, ctx, shard, rows, opts, seed)
+                        results = _check_page(conn, sconn, ctx, shard, rows, opts, seed)
                         break
                     except NNTPError as e:
                         if conn is not None:
@@ -226,24 +227,29 @@ def _sampled(seed: int, shard: int, seg_id: int, pct: float) -> bool:
 
 
 def _check_page(
-    conn: Connection, ctx: FolderContext, shard: int, rows: list[tuple[Any, ...]], opts: VerifyOptions, seed: int
+    conn: Connection, sconn: Any, ctx: FolderContext, shard: int, rows: list[tuple[Any, ...]], opts: VerifyOptions,
+    seed: int,
 ) -> list[tuple[int, int]]:
     keys = ctx.keys
-    ids: dict[str, tuple[int, bytes | None]] = {}
-    for seg_id, attempt, server_id, h in rows:
+    ids: dict[str, tuple[int, bytes | None, bool]] = {}
+    for seg_id, attempt, server_id, h, file_id in rows:
         mid = server_id or segment_message_id(keys.msgid_key, ctx.domains, shard, seg_id, attempt)
-        ids[mid] = (seg_id, h)
+        ids[mid] = (seg_id, h, file_id is None)
     out: dict[int, int] = {}
     for mid, ok in conn.stat_many(list(ids), window=opts.window):
         out[ids[mid][0]] = RESULT_PRESENT if ok else RESULT_MISSING
-    sample = [m for m, (seg_id, _h) in ids.items() if out[seg_id] == RESULT_PRESENT and _sampled(seed, shard, seg_id, opts.read_data_pct)]
+    sample = [m for m, (seg_id, _h, _p) in ids.items() if out[seg_id] == RESULT_PRESENT and _sampled(seed, shard, seg_id, opts.read_data_pct)]
     for mid, body in conn.body_many(sample, window=8):
-        seg_id, h = ids[mid]
-        out[seg_id] = _body_result(ctx, shard, seg_id, h, body)
+        seg_id, h, is_pack = ids[mid]
+        layout = pack_layout(sconn, seg_id) if is_pack else None
+        out[seg_id] = _body_result(ctx, shard, seg_id, h, layout, body)
     return list(out.items())
 
 
-def _body_result(ctx: FolderContext, shard: int, seg_id: int, h: bytes | None, body: bytes | None) -> int:
+def _body_result(
+    ctx: FolderContext, shard: int, seg_id: int, h: bytes | None, layout: list[tuple[int, int]] | None,
+    body: bytes | None,
+) -> int:
     if body is None:
         return RESULT_MISSING
     try:
@@ -253,7 +259,7 @@ def _body_result(ctx: FolderContext, shard: int, seg_id: int, h: bytes | None, b
         payload = open_segment(ctx.keys.aesgcm, place_aad(ctx.uid, shard, seg_id), sealed)
     except UsenetSyncError:
         return RESULT_DAMAGED
-    if h is not None and xxhash.xxh3_128_digest(payload) != h:
+    if not payload_matches(h, payload, layout):
         return RESULT_DAMAGED
     return RESULT_PRESENT
 

@@ -41,3 +41,18 @@ def count_by_state(conn: apsw.Connection, folder_id: int) -> dict[int, tuple[int
             "SELECT state, count(*), sum(length) FROM segments WHERE folder_id=? GROUP BY state", (folder_id,)
         )
     }
+
+
+def pack_layout(conn: apsw.Connection, seg_id: int) -> list[tuple[int, int]]:
+    """(offset, length) of every member sealed into pack ``seg_id``, in pack order.
+
+    Member rows of a live (posted) pack are kept until the pack itself is
+    superseded, even for files that moved on, precisely so that its segment
+    hash (core.hashing.pack_hash) can be recomputed from its payload.
+    """
+    return [
+        (off, n)
+        for off, n in conn.execute(
+            "SELECT pack_offset, length FROM pack_members WHERE seg_id=? ORDER BY pack_offset", (seg_id,)
+        )
+    ]

@@ -1,5 +1,5 @@
-"""`python -m usenetsync_cli` runs the CLI."""
+"""`python -m usenetsync_cli` runs the CLI, through the entry point that handles Ctrl-C and SIGTERM at any moment."""
 
-from usenetsync_cli.cli.app import main
+from usenetsync_cli.entry import main
 
 main()

@@ -1,8 +1,9 @@
-"""The generated man page and completion scripts match the code and work.
+"""The generated man page, completion scripts and README exit-code table match the code and work.
 
-Owns: failing the suite when ``man/usenetsync.1`` or ``completions/*`` are
-stale (regenerate with ``python3 scripts/gen_docs.py``), when the man page
-does not render cleanly, and when a completion script is not valid shell.
+Owns: failing the suite when ``man/usenetsync.1``, ``completions/*`` or the
+exit-code table of ``README.md`` are stale (regenerate with ``python3
+scripts/gen_docs.py``), when the man page does not render cleanly, and when a
+completion script is not valid shell.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 MAN = REPO / "man" / "usenetsync.1"
+README = REPO / "README.md"
 
 
 def _load_generator() -> ModuleType:
@@ -47,6 +49,30 @@ def test_generation_is_deterministic(gen: ModuleType) -> None:
     assert gen.render_all() == gen.render_all()
 
 
+def _exit_section(text: str) -> str:
+    return text.split("<!-- exit-codes:begin", 1)[1].split("<!-- exit-codes:end -->", 1)[0]
+
+
+def test_readme_exit_table_is_fresh_and_complete(gen: ModuleType) -> None:
+    from usenetsync_cli.errors import EXIT_CODES, family
+
+    text = README.read_text(encoding="utf-8")
+    rows = [ln for ln in _exit_section(text).splitlines() if ln.startswith("| ") and not ln.startswith("| code")]
+    assert [int(r.split("|")[1]) for r in rows] == sorted(EXIT_CODES), "run `python3 scripts/gen_docs.py`"
+    for cls in family():
+        assert f"| {cls.exit_code} | {cls.describes} | `{cls.__name__}` |" in rows, cls.__name__
+    assert gen.render_readme(text) == text, "run `python3 scripts/gen_docs.py`"
+
+
+def test_readme_staleness_is_detected(gen: ModuleType) -> None:
+    text = README.read_text(encoding="utf-8")
+    row_143 = next(ln for ln in _exit_section(text).splitlines() if ln.startswith("| 143 |"))
+    stale = text.replace(row_143 + "\n", "")
+    assert gen.render_readme(stale) == text  # the missing row comes back; nothing else changes
+    hand = text.replace("## Exit codes", "## Exit codes (edited by hand)")
+    assert gen.render_readme(hand) == hand  # text outside the markers is not the generator's
+
+
 def test_man_page_structure(gen: ModuleType) -> None:
     from usenetsync_cli import __version__
     from usenetsync_cli.cli.app import cli
@@ -61,8 +87,9 @@ def test_man_page_structure(gen: ModuleType) -> None:
     for node in list(gen.walk(cli()))[1:]:
         assert f".SS {gen.esc(node.title)}" in lines, node.title
     exit_block = text.split(".SH EXIT STATUS", 1)[1].split(".SH ", 1)[0]
-    for code in EXIT_CODES:
+    for code, describes in EXIT_CODES.items():
         assert f"\\fB{code}\\fR" in exit_block, code
+        assert gen.esc(describes) in exit_block, code
     for var in ("USENETSYNC_HOME", "USENETSYNC_DEBUG"):
         assert var in text
     assert not any(ord(c) > 127 for c in text), "non-ASCII must be escaped for groff without preconv"

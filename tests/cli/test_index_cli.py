@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -104,28 +106,71 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )
 
 
+# Holds the home lock until a line arrives on stdin (or stdin closes): released on the test's word, never on a timer.
+_HOLD_UNTIL_TOLD = (
+    "import sys; from pathlib import Path; from usenetsync_cli.store.lock import HomeLock;"
+    "l=HomeLock(Path(sys.argv[1])); l.acquire(); print('held', flush=True); sys.stdin.readline()"
+)
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    """True if process ``pid`` has ``path`` open (it got as far as trying the lock)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                return True
+        except OSError:
+            continue  # closed meanwhile
+    return False
+
+
 def test_locked_exit_75_and_lock_wait(tmp_path: Path) -> None:
-    """A second writer fails at once with exit 75, or waits with --lock-wait."""
+    """A second writer fails at once with exit 75, or waits with --lock-wait and then runs."""
     src = _tree(tmp_path / "src")
     from usenetsync_cli.store.home import Home
     from usenetsync_cli.store.lock import HomeLock
 
     home = Home.resolve().ensure()
+    lock_path = home.lock_path.resolve()
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys,time; from pathlib import Path; from usenetsync_cli.store.lock import HomeLock;"
-         "l=HomeLock(Path(sys.argv[1])); l.acquire(); print('held', flush=True); time.sleep(float(sys.argv[2]))",
-         str(home.lock_path), "1.5"],
-        stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", _HOLD_UNTIL_TOLD, str(lock_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-    r = _cli("index", str(src))
-    assert r.returncode == 75 and "another usenetsync run" in r.stderr and "--lock-wait" in r.stderr
-    r = _cli("status")  # read-only: no lock needed
-    assert r.returncode == 0
-    r = _cli("index", str(src), "--lock-wait", "20")
-    assert r.returncode == 0, r.stderr
-    holder.wait()
+    waiter: subprocess.Popen[str] | None = None
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        # The holder keeps the lock until told, so "at once" cannot be confused with "the lock was free by then".
+        r = _cli("index", str(src))
+        assert r.returncode == 75 and "another usenetsync run" in r.stderr and "--lock-wait" in r.stderr
+        assert f"pid {holder.pid}" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+        r = _cli("status")  # read-only: no lock needed
+        assert r.returncode == 0
+        waiter = subprocess.Popen(
+            [sys.executable, "-m", "usenetsync_cli", "index", str(src), "--lock-wait", "600", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        deadline = time.monotonic() + 120
+        while not _has_open(waiter.pid, lock_path):  # it is trying the lock the holder has
+            assert waiter.poll() is None, waiter.communicate()
+            assert time.monotonic() < deadline, "the waiting run never opened the lock file"
+            time.sleep(0.01)
+        assert waiter.poll() is None  # still waiting: the lock is still held
+        assert holder.stdin is not None
+        holder.stdin.write("release\n")
+        holder.stdin.flush()
+        assert holder.wait(timeout=60) == 0
+        out, err = waiter.communicate(timeout=300)
+        assert waiter.returncode == 0, err
+        assert json.loads(out.splitlines()[-1])["type"] == "index.summary"
+    finally:
+        for proc in (holder, waiter):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
     with HomeLock(home.lock_path):
         pass
 

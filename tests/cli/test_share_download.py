@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -64,7 +63,6 @@ def snapshot(root: Path) -> dict[bytes, tuple]:
     out: dict[bytes, tuple] = {}
     base = os.fsencode(root)
     for dirpath, dirs, files in os.walk(base):
-        dirs[:] = [d for d in dirs if d != b".usenetsync"]
         for name in dirs + files:
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, base)
@@ -127,7 +125,7 @@ def test_password_share_and_wrong_password(users: Users, tmp_path: Path) -> None
     dest = tmp_path / "dest"
     r = users.as_("bob", "download", sid, str(dest), "--password-file", str(bad))
     assert r.code == 21 and "wrong password" in r.err and len(r.err.strip().splitlines()) == 1
-    assert [p.name for p in dest.iterdir()] == [".usenetsync"]  # nothing written
+    assert not dest.exists()  # nothing written: DEST is not even created
     r = users.as_("bob", "download", sid, str(dest), "--password-file", str(pw))
     assert r.code == 0, r.err
     assert snapshot(dest) == snapshot(src)
@@ -159,9 +157,9 @@ def test_bad_share_ids(users: Users, tmp_path: Path) -> None:
     sid = publish(users, src, "--public")
     typo = sid[:10] + ("a" if sid[10] != "a" else "b") + sid[11:]
     r = users.as_("bob", "download", typo, str(tmp_path / "d1"))
-    assert r.code == 4 and "typo" in r.err and sid not in r.err
+    assert r.code == 8 and "typo" in r.err and sid not in r.err
     r = users.as_("bob", "download", "hello", str(tmp_path / "d2"))
-    assert r.code == 4 and "not a usenetsync share ID" in r.err
+    assert r.code == 8 and "not a usenetsync share ID" in r.err
     from usenetsync_cli.core.shareid import ShareId
 
     other = ShareId(kind="public", fingerprint=ShareId.parse(sid).fingerprint, secret=os.urandom(32)).to_text()
@@ -208,7 +206,7 @@ def test_tampered_index_article_is_refused(users: Users, tmp_path: Path, inn: In
     dest = tmp_path / "dest"
     r = users.as_("bob", "download", sid, str(dest))
     assert r.code == 22 and ("CRC" in r.err or "signature" in r.err or "altered" in r.err)
-    assert [p.name for p in dest.iterdir()] == [".usenetsync"]
+    assert not dest.exists()
 
 
 def test_damaged_segment_is_reported_and_the_rest_kept(users: Users, tmp_path: Path, inn: InnServer) -> None:
@@ -251,8 +249,8 @@ def test_malicious_index_paths_are_refused(users: Users, tmp_path: Path, monkeyp
     make_folder(src)
     real = pub.iter_records
 
-    def evil(state, folder):  # type: ignore[no-untyped-def]
-        recs = list(real(state, folder))
+    def evil(state, folder, *args):  # type: ignore[no-untyped-def]
+        recs = list(real(state, folder, *args))
         recs.insert(1, ["E", "../escaped.txt", 0, 0o644])
         recs[-1] = ["T", len(recs)]
         yield from recs
@@ -277,7 +275,9 @@ def test_kill_9_mid_download_resumes_without_refetching(users: Users, tmp_path: 
     env["USENETSYNC_HOME"] = str(users.homes["bob"])
     proc = subprocess.Popen([sys.executable, "-m", "usenetsync_cli", "download", sid, str(dest), "--connections", "2"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    db = dest / ".usenetsync" / "download.db"
+    from usenetsync_cli.pipeline.reader_state import dest_key
+
+    db = users.homes["bob"] / "state" / "downloads" / dest_key(os.fsencode(os.path.abspath(dest))) / "reader.db"
     deadline = time.monotonic() + 60
     import apsw
 

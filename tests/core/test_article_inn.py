@@ -4,6 +4,7 @@ Proves that INN accepts our headers (every Subject/From shape WireNames
 makes, derived Message-IDs, the Date format) and that a full 768,000-byte
 sealed segment survives POST -> BODY byte-exact. Uses a tiny raw socket
 client on purpose: this tests the core's bytes, not the project's NNTP layer.
+INN comes from the ``inn`` fixture (started if needed); these tests never skip.
 """
 
 from __future__ import annotations
@@ -16,23 +17,19 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.inn import InnServer
 from usenetsync_cli.core.article import ARTICLE_TERMINATOR, build_article, decode_yenc_part, format_date
 from usenetsync_cli.core.crypto import FolderKeys, new_folder_key, new_nonce, open_segment, place_aad, seal_segment
 from usenetsync_cli.core.msgid import folder_domains, segment_message_id
 from usenetsync_cli.core.names import WireNames
 
-pytestmark = pytest.mark.inn
-
-HOST, PORT = "127.0.0.1", int(os.environ.get("INN_PORT", "119"))
 GROUP = "alt.binaries.test"
 
 
 class RawNNTP:
-    def __init__(self) -> None:
-        try:
-            self.sock = socket.create_connection((HOST, PORT), timeout=10)
-        except OSError as exc:
-            pytest.skip(f"INN not reachable on {HOST}:{PORT}: {exc}")
+    def __init__(self, host: str, port: int) -> None:
+        # No skip: the ``inn`` fixture brought INN up (or failed the test), so a refused connect is a failure.
+        self.sock = socket.create_connection((host, port), timeout=10)
         self.file = self.sock.makefile("rb")
         greeting = self.line()
         assert greeting[:3] in (b"200", b"201"), greeting
@@ -75,8 +72,8 @@ class RawNNTP:
 
 
 @pytest.fixture()
-def nntp() -> Iterator[RawNNTP]:
-    client = RawNNTP()
+def nntp(inn: InnServer) -> Iterator[RawNNTP]:
+    client = RawNNTP(inn.host, inn.port)
     yield client
     client.close()
 

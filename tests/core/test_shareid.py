@@ -130,9 +130,9 @@ def test_kind_is_inside_the_checksum() -> None:
         ShareId.parse("us1r" + text[4:])
 
 
-def test_share_id_error_keeps_config_exit_code() -> None:
+def test_share_id_error_is_a_config_error_with_its_own_exit_code() -> None:
     assert issubclass(ShareIdError, ConfigError)
-    assert ShareIdError.exit_code == ConfigError.exit_code == 4
+    assert ShareIdError.exit_code == 8 and ConfigError.exit_code == 4
 
 
 def test_secrets_stay_out_of_repr_and_errors() -> None:

@@ -19,6 +19,7 @@ import sabctools
 
 from usenetsync_cli import errors
 from usenetsync_cli.nntp import (
+    Article,
     ArticleMissing,
     AuthFailed,
     AuthRequired,
@@ -28,6 +29,7 @@ from usenetsync_cli.nntp import (
     DuplicateArticle,
     NNTPTimeout,
     PostRejected,
+    ReplyTooLarge,
     ServerSpec,
     TLSVerifyFailed,
 )
@@ -302,7 +304,7 @@ def test_spec_repr_hides_password() -> None:
         ServerSpec("bad", HOST, 119, user="u\r\nQUIT", password="p")
 
 
-def test_decoded_bodies_pipeline_decodes_in_order_and_reports_missing() -> None:
+def test_fetched_bodies_decode_in_order_and_report_missing() -> None:
     """BODY replies decoded by sabctools straight from the socket: dot lines, missing IDs, order."""
     import os
     import uuid
@@ -322,12 +324,73 @@ def test_decoded_bodies_pipeline_decodes_in_order_and_reports_missing() -> None:
         payloads[mid] = data
     ids = list(payloads)
     ids.insert(3, f"<{uuid.uuid4().hex}@missing.invalid>")
-    got = list(conn.decoded_bodies(ids, window=3))
+    from usenetsync_cli.pipeline.fetch import OUR_ARTICLE_LIMIT, FetchJob, fetch_results
+
+    got = [(job.message_id, art) for job, art in fetch_results(conn, (FetchJob(m, OUR_ARTICLE_LIMIT) for m in ids),
+                                                              window=3)]
     assert [m for m, _ in got] == ids
-    for mid, resp in got:
+    for mid, art in got:
         if mid in payloads:
-            assert resp.status_code == 222 and bytes(resp.data) == payloads[mid] and resp.crc == resp.crc_expected
+            assert art is not None and not isinstance(art, str) and bytes(art.data) == payloads[mid] and art.crc_ok
         else:
-            assert resp.status_code == 430
+            assert art is None
     assert conn.stat(ids[0])  # the session is still in step
     conn.close()
+
+
+def _post_yenc(conn: Connection, data: bytes) -> str:
+    from usenetsync_cli.core.article import build_article
+
+    mid = new_id()
+    conn.post(build_article(message_id=mid, subject="s", poster="p <p@example.invalid>", newsgroups=[GROUP],
+                            date=email.utils.formatdate(usegmt=True), payload=data, yenc_name="n"), mid)
+    return mid
+
+
+def test_body_bound_abandons_the_session(conn: Connection) -> None:
+    data = os.urandom(40_000)
+    mid = _post_yenc(conn, data)
+    with pytest.raises(ReplyTooLarge, match="larger than expected") as ei:
+        conn.body(mid, max_bytes=10_000)
+    assert "inn (127.0.0.1:119)" in str(ei.value) and "\n" not in str(ei.value)
+    assert conn.closed  # the rest of the reply was never read: the session cannot be reused
+    with Connection(PLAIN) as c:
+        body = c.body(mid, max_bytes=60_000)
+        assert body is not None and len(body) < 60_000
+        assert [len(b or b"") for _, b in c.body_many([mid, mid], max_bytes=60_000)] == [len(body)] * 2
+        with pytest.raises(ReplyTooLarge):
+            list(c.body_many([mid, mid], max_bytes=len(body) - 1))
+
+
+class _Req:
+    def __init__(self, message_id: str, limit: int) -> None:
+        self.message_id, self.limit = message_id, limit
+
+
+def test_fetch_articles_bounds_each_reply_and_names_the_oldest(conn: Connection) -> None:
+    small, big = os.urandom(5_000), os.urandom(300_000)  # far past 20,000 + one receive (64 KiB)
+    a, b, c = _post_yenc(conn, small), _post_yenc(conn, big), _post_yenc(conn, small)
+    gone = new_id()
+    reqs = [_Req(a, 20_000), _Req(gone, 20_000), _Req(b, 20_000), _Req(c, 20_000)]
+    queue = list(reqs)
+
+    def take(n: int) -> list[_Req]:
+        out = queue[:n]
+        del queue[:n]
+        return out
+
+    got: list[tuple[str, object]] = []
+    with pytest.raises(ReplyTooLarge, match="over 20,000 bytes"):
+        for req, result in conn.fetch_articles(take, window=8):
+            got.append((req.message_id, result))
+    # Replies are checked in order; the one past its bound is the oldest not yielded (b).
+    assert [m for m, _ in got] == [a, gone]
+    first = got[0][1]
+    assert isinstance(first, Article) and bytes(first.data) == small and first.crc_ok
+    assert got[1][1] is None
+    assert conn.closed
+    with Connection(PLAIN) as fresh:  # the same requests with a fitting bound
+        queue[:] = [_Req(b, 400_000), _Req(c, 20_000)]
+        results = [r for _, r in fresh.fetch_articles(take, window=1)]
+        assert [bytes(r.data) for r in results if isinstance(r, Article)] == [big, small]
+        assert fresh.stat(a)  # still in step

@@ -24,6 +24,7 @@ from usenetsync_cli.nntp import (
     PostingNotAllowed,
     PostRejected,
     Reader,
+    ReplyTooLarge,
     Response,
     ServiceClosing,
     ServiceUnavailable,
@@ -309,6 +310,56 @@ def test_reader_large_block() -> None:
     r = Reader(FakeStream(b"222 x\r\n" + dot_stuff(body), [65536] * 40).recv_into)
     r.readline()
     assert r.read_block() == body
+
+
+class EndlessStream:
+    """``head`` and then ``chunk`` forever: a server that never ends its reply."""
+
+    def __init__(self, head: bytes, chunk: bytes) -> None:
+        self.pending = head
+        self.chunk = chunk
+        self.sent = 0
+
+    def recv_into(self, view: memoryview) -> int:
+        if not self.pending:
+            self.pending = self.chunk
+        n = min(len(view), len(self.pending))
+        view[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        self.sent += n
+        return n
+
+
+@pytest.mark.parametrize("chunk", [b"x" * 4096, b"short line\r\n" * 400, b"..stuffed\r\n" * 400])
+def test_reader_endless_block_is_bounded(chunk: bytes) -> None:
+    stream = EndlessStream(b"222 0 <a@b>\r\n", chunk)
+    r = Reader(stream.recv_into)
+    assert r.readline() == b"222 0 <a@b>"
+    with pytest.raises(ReplyTooLarge, match="larger than expected") as ei:
+        r.read_block(max_bytes=300_000)
+    assert not ei.value.fatal_for_server  # the request fails, the server is not condemned
+    # Neither the buffer nor what was read runs away: the bound plus one receive.
+    assert r.capacity <= 300_005
+    assert stream.sent <= 300_005 + 64 * 1024
+
+
+def test_reader_endless_status_line_is_bounded() -> None:
+    stream = EndlessStream(b"222 ", b"y" * 10_000)
+    r = Reader(stream.recv_into)
+    with pytest.raises(ReplyTooLarge, match="line too long"):
+        r.readline()
+    assert r.capacity <= 2 * 64 * 1024 and stream.sent <= 3 * 64 * 1024
+
+
+def test_reader_block_bound_is_exact() -> None:
+    body = b"".join(b"%0126d\r\n" % i for i in range(100))  # 12,800 bytes
+    ok = Reader(FakeStream(b"222 x\r\n" + dot_stuff(body), [1000] * 40).recv_into)
+    ok.readline()
+    assert ok.read_block(max_bytes=len(body)) == body
+    over = Reader(FakeStream(b"222 x\r\n" + dot_stuff(body), [1000] * 40).recv_into)
+    over.readline()
+    with pytest.raises(ReplyTooLarge):
+        over.read_block(max_bytes=len(body) - 1)
 
 
 # --------------------------------------------------------------------------- backoff

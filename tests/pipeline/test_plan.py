@@ -48,7 +48,7 @@ def test_every_byte_planned_once(state: State, tmp_path: Path) -> None:
     index_folder(state, src)
     folder = catalog.get_folder(state.catalog, os.fsencode(src.resolve()))
     assert folder is not None
-    p = plan_folder(state, folder.folder_id, SEG)
+    p = plan_folder(state, folder, SEG)
     assert p.files_planned == len(sizes) and p.bytes == sum(sizes)
     cov = _coverage(state, folder.folder_id)
     sizes_by_id = {
@@ -63,7 +63,7 @@ def test_every_byte_planned_once(state: State, tmp_path: Path) -> None:
             pos += length
     # small files are packed: far fewer segments than files
     assert p.packs < 50 and p.segments < len(sizes)
-    assert plan_folder(state, folder.folder_id, SEG).segments == 0  # nothing new to plan
+    assert plan_folder(state, folder, SEG).segments == 0  # nothing new to plan
 
 
 def test_changed_file_supersedes_its_old_segments(state: State, tmp_path: Path) -> None:
@@ -74,11 +74,11 @@ def test_changed_file_supersedes_its_old_segments(state: State, tmp_path: Path) 
     index_folder(state, src)
     folder = catalog.get_folder(state.catalog, os.fsencode(src.resolve()))
     assert folder is not None
-    plan_folder(state, folder.folder_id, SEG)
+    plan_folder(state, folder, SEG)
     (src / "big").write_bytes(os.urandom(2 * SEG))
     (src / "small").write_bytes(b"y" * 20)
     index_folder(state, src)
-    p = plan_folder(state, folder.folder_id, SEG)
+    p = plan_folder(state, folder, SEG)
     assert p.files_replanned == 2 and p.segments == 3  # 2 for big, one new pack for small
     superseded = sum(c.execute("SELECT count(*) FROM segments WHERE state=4").fetchall()[0][0] for c in state.shards)
     assert superseded == 4  # the 3 old segments of big, and the pack small left empty

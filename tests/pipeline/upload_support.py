@@ -107,3 +107,36 @@ def read_back(state: State, folder: catalog.Folder, host: str = "127.0.0.1", por
                     out[rel] = b""
         conn.quit()
     return out
+
+
+def fabricate_posted(state: State, folder: catalog.Folder, segment_size: int) -> int:
+    """Mark every planned segment of an indexed folder of sparse (all-zero) files posted and verified.
+
+    For tests that need a large published layout without posting it: the
+    rows get exactly what a real upload writes (state 2, the BLAKE3 hash of
+    the zero payload, a nonce, times), then the files are settled. The
+    articles themselves are not on any server. Returns the segment count.
+    """
+    import time as _time
+
+    from usenetsync_cli.core.hashing import piece_hash
+    from usenetsync_cli.pipeline.plan import plan_folder
+    from usenetsync_cli.pipeline.settle import settle_folder
+
+    with state.catalog:
+        state.catalog.execute("UPDATE folders SET segment_size=? WHERE folder_id=?", (segment_size, folder.folder_id))
+    plan_folder(state, folder, segment_size)
+    now = _time.time_ns()
+    total = 0
+    for conn in state.shards:
+        rows = conn.execute("SELECT seg_id, length FROM segments WHERE folder_id=? AND state=0", (folder.folder_id,)).fetchall()
+        hashes: dict[int, bytes] = {}
+        with conn:
+            conn.executemany(
+                "UPDATE segments SET state=2, hash=?, nonce=?, posted_ns=?, checked_ns=?, check_result=1, wire_bytes=?"
+                " WHERE seg_id=?",
+                [(hashes.setdefault(n, piece_hash(bytes(n))), os.urandom(12), now, now, n + 29, s) for s, n in rows],
+            )
+        total += len(rows)
+    settle_folder(state, folder, folder_context(folder, ("alt.binaries.test",)), None, after_upload=True)
+    return total

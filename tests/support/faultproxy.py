@@ -2,7 +2,11 @@
 
 Owns: reproducible network and server faults for integration tests (DESIGN §8):
 refused/limited connections, abrupt drops mid-article, stalled replies,
-injected error replies, and "server stored it but the reply was lost".
+replies held until the test releases them, injected error (or non-NNTP)
+replies, and "server stored it but the reply was lost"; and a record of what
+clients did: command counts, reply counts, and every article with its
+Message-ID and the reply it got.  The NNTP parsing lives in
+``tests.support.faultproxy_nntp``.
 
 Design: one I/O thread runs a ``selectors`` loop over non-blocking sockets, so
 no socket is ever closed under another thread's blocked syscall, an abort is a
@@ -32,8 +36,11 @@ Invariants:
   server never stores a swallowed article and the two streams stay in step.
 - Every fault is counted in ``faults_fired`` before its effect can reach the
   client, so a client that saw the effect can assert the count (keys: ``refuse``,
-  ``max_connections``, ``drop``, ``stall``, ``inject_reply``,
+  ``max_connections``, ``drop``, ``stall``, ``hold_replies``, ``inject_reply``,
   ``inject_greeting``, ``inject_after_article``, ``lose_reply_after_article``).
+- A hold (``hold_replies``) never drops or reorders anything: it pauses a
+  connection's replies at a reply boundary, and a test waits on counters
+  (``replies_forwarded``, ``articles``) rather than on time.
 - ``stop()`` closes every socket it opened and joins the I/O thread.
 - Byte counters are updated just after each ``send()``, so they may trail
   what a client has already received; poll them with :meth:`wait_for`.
@@ -50,6 +57,7 @@ the command-level faults then raise ``ValueError``.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import errno
 import selectors
 import socket
@@ -57,104 +65,37 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
 
-__all__ = ["FaultProxy"]
+from tests.support.faultproxy_nntp import (
+    ARTICLE,
+    GREETING,
+    Conn,
+    Expect,
+    Hold,
+    NntpStreams,
+    PostedArticle,
+    Rule,
+    normalise_reply,
+    reply_code,
+)
+
+__all__ = ["ARTICLE", "FaultProxy", "PostedArticle"]
 
 T = TypeVar("T")
 
 _RECV = 256 * 1024
 # Above this many bytes queued towards one side, stop reading the other side.
 _HIGH_WATER = 4 * 1024 * 1024
-# Longest plausible status/command line; beyond it the stream is not NNTP.
-_MAX_LINE = 64 * 1024
-_TERMINATOR = b"\r\n.\r\n"
-
-# Codes whose reply carries a dot-terminated block (RFC 3977 + common extensions).
-_MULTILINE_CODES = frozenset({100, 101, 215, 220, 221, 222, 224, 225, 230, 231, 282})
-_ARTICLE_START = {b"POST": 340, b"IHAVE": 335}
-_GREETING = b"<greeting>"
-_ARTICLE_END = b"<article>"
-_SYNTHETIC = b"<synthetic-empty-article>"
 
 
-def _normalise_reply(reply: bytes) -> bytes:
-    if len(reply) < 3 or not reply[:3].isdigit():
-        raise ValueError(f"reply must start with a 3-digit NNTP code: {reply!r}")
-    return reply if reply.endswith(b"\r\n") else reply.rstrip(b"\r\n") + b"\r\n"
+def _command_key(word: bytes) -> bytes:
+    """Command words are counted upper-case; pseudo-commands (``<article>``) as they are."""
+    return word if word.startswith(b"<") else word.upper()
 
 
-def _code(reply: bytes) -> int:
-    return int(reply[:3])
-
-
-@dataclass
-class _Rule:
-    """An armed fault; ``remaining`` None = unlimited."""
-
-    remaining: int | None
-    reply: bytes = b""
-    swallow: bool = True
-    close: bool = False
-    threshold: int = 0
-    seconds: float = 0.0
-    seen: int = 0
-
-    def consume(self) -> bool:
-        """Use one firing; False if exhausted."""
-        if self.remaining is None:
-            return True
-        if self.remaining <= 0:
-            return False
-        self.remaining -= 1
-        return True
-
-    @property
-    def exhausted(self) -> bool:
-        return self.remaining is not None and self.remaining <= 0
-
-
-@dataclass
-class _Expect:
-    """What to do with the reply to one command, or a locally generated reply."""
-
-    cmd: bytes
-    action: str  # forward | drop | replace | drop_close | local
-    reply: bytes = b""
-    close_after: bool = False
-
-
-@dataclass(eq=False)
-class _Conn:
-    cid: int
-    csock: socket.socket
-    ssock: socket.socket | None
-    c_out: bytearray = field(default_factory=bytearray)  # queued towards the client
-    s_out: bytearray = field(default_factory=bytearray)  # queued towards the server
-    s_connected: bool = False
-    connect_deadline: float = 0.0
-    mode: str = "command"  # command | article | passthrough
-    article_fate: str = "forward"  # forward | swallow | lose
-    article_reply: bytes = b""
-    article_close: bool = False
-    art_tail: bytes = b"\r\n"
-    c_in: bytearray = field(default_factory=bytearray)
-    s_in: bytearray = field(default_factory=bytearray)
-    s_state: str = "status"  # status | block
-    block_tail: bytes = b"\r\n"
-    block_expect: _Expect | None = None
-    block_code: int = 0
-    fifo: collections.deque[_Expect] = field(default_factory=collections.deque)
-    stall_until: float = 0.0
-    close_when_flushed: bool = False
-    client_eof: bool = False
-    server_eof: bool = False
-    closed: bool = False
-
-
-class FaultProxy:
+class FaultProxy(NntpStreams):
     """TCP proxy on 127.0.0.1:<ephemeral> forwarding to ``target`` with injectable faults."""
 
     def __init__(
@@ -174,22 +115,26 @@ class FaultProxy:
         self.connect_timeout = connect_timeout
         self._lock = threading.Lock()
         # fault settings (guarded by _lock)
-        self._refuse: _Rule | None = None
+        self._refuse: Rule | None = None
         self._max_conns: int | None = None
-        self._drop: _Rule | None = None
-        self._stall: _Rule | None = None
-        self._inject: dict[bytes, _Rule] = {}
-        self._after_article: _Rule | None = None
-        self._lose_reply: _Rule | None = None
+        self._drop: Rule | None = None
+        self._stall: Rule | None = None
+        self._inject: dict[bytes, Rule] = {}
+        self._after_article: Rule | None = None
+        self._lose_reply: Rule | None = None
+        self._hold: Hold | None = None
         # counters (guarded by _lock)
         self._connections_total = 0
         self._bytes_c2s = 0
         self._bytes_s2c = 0
         self._fired: collections.Counter[str] = collections.Counter()
+        self._commands: collections.Counter[bytes] = collections.Counter()
+        self._replies: collections.Counter[bytes] = collections.Counter()
+        self._articles: list[PostedArticle] = []
         # loop-thread state
         self._sel: selectors.BaseSelector | None = None
         self._listener: socket.socket | None = None
-        self._conns: dict[int, _Conn] = {}
+        self._conns: dict[int, Conn] = {}
         self._next_id = 0
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -247,7 +192,7 @@ class FaultProxy:
     def refuse_connections(self, n: int | None = None) -> None:
         """Accept and immediately close the next ``n`` connections (None: all; 0: stop)."""
         with self._lock:
-            self._refuse = None if n == 0 else _Rule(remaining=n)
+            self._refuse = None if n == 0 else Rule(remaining=n)
 
     def down(self, kill_existing: bool = True) -> None:
         """Stop listening (connects get ECONNREFUSED); optionally RST open connections."""
@@ -284,7 +229,7 @@ class FaultProxy:
         if nbytes < 0:
             raise ValueError("nbytes must be >= 0")
         with self._lock:
-            self._drop = _Rule(remaining=times, threshold=nbytes)
+            self._drop = Rule(remaining=times, threshold=nbytes)
 
     def stall(self, seconds: float, after_client_bytes: int = 0, times: int | None = 1) -> None:
         """Hold server->client data for ``seconds``.
@@ -294,7 +239,7 @@ class FaultProxy:
         which may be a new connection's greeting).
         """
         with self._lock:
-            self._stall = _Rule(remaining=times, threshold=after_client_bytes, seconds=seconds)
+            self._stall = Rule(remaining=times, threshold=after_client_bytes, seconds=seconds)
 
     def inject_reply(
         self,
@@ -303,6 +248,7 @@ class FaultProxy:
         times: int | None = 1,
         swallow: bool = True,
         close: bool | None = None,
+        raw: bool = False,
     ) -> None:
         """Answer a client command starting with ``command_prefix`` with ``reply``.
 
@@ -314,44 +260,83 @@ class FaultProxy:
         even connect upstream.  ``close`` (default: True for 400, and for a
         greeting of 400 or more) closes the connection after the reply.
         A 340/335 reply is refused: use :meth:`inject_after_article`.
+        ``raw=True`` allows a reply that is not NNTP at all (e.g. an SSH or
+        HTTP banner), for a server speaking another protocol; it closes the
+        connection after it unless ``close=False``.
         """
         self._need_nntp()
-        reply = _normalise_reply(reply)
-        if _code(reply) in (335, 340):
+        reply = normalise_reply(reply, raw=raw)
+        if reply_code(reply) in (335, 340):
             raise ValueError("injecting 340/335 would desynchronise the article; use inject_after_article")
         greeting = command_prefix == b""
         if close is None:
-            close = _code(reply) == 400 or (greeting and _code(reply) >= 400)
+            code = reply_code(reply)
+            close = code == 0 or code == 400 or (greeting and code >= 400)
         with self._lock:
-            self._inject[command_prefix.upper()] = _Rule(remaining=times, reply=reply, swallow=swallow, close=close)
+            self._inject[command_prefix.upper()] = Rule(remaining=times, reply=reply, swallow=swallow, close=close)
 
     def inject_after_article(self, reply: bytes, times: int | None = 1, close: bool | None = None) -> None:
         """Let POST through, swallow the article, answer ``reply``; the server stores nothing."""
         self._need_nntp()
-        reply = _normalise_reply(reply)
+        reply = normalise_reply(reply)
         with self._lock:
-            self._after_article = _Rule(
-                remaining=times, reply=reply, close=(_code(reply) == 400) if close is None else close
+            self._after_article = Rule(
+                remaining=times, reply=reply, close=(reply_code(reply) == 400) if close is None else close
             )
 
     def lose_reply_after_article(self, times: int | None = 1) -> None:
         """Forward the article, swallow the server's reply (240), then RST the connection."""
         self._need_nntp()
         with self._lock:
-            self._lose_reply = _Rule(remaining=times)
+            self._lose_reply = Rule(remaining=times)
 
     def max_connections(self, n: int | None) -> None:
         """Beyond ``n`` simultaneous connections, greet ``502 too many connections`` and close."""
         with self._lock:
             self._max_conns = n
 
+    def hold_replies(self, command: bytes, after: int = 0) -> None:
+        """Let ``after`` more replies to ``command`` through (all connections), then hold the rest.
+
+        ``command`` is a command word (``b"STAT"``, ``b"POST"``: the 340) or
+        :data:`ARTICLE` (the reply to an article).  A held reply stays with
+        the proxy, and so does everything after it on its connection, until
+        :meth:`release_replies`; the client just waits.  The server is not
+        affected: an article whose reply is held *is* stored.  Counted once
+        per connection per held stretch as ``hold_replies``.
+        """
+        self._need_nntp()
+        if after < 0:
+            raise ValueError("after must be >= 0")
+        with self._lock:
+            self._hold = Hold(command=_command_key(command), budget=after)
+
+    def release_replies(self, more: int | None = None) -> None:
+        """Let ``more`` further held replies through (None: end the hold, release everything)."""
+        with self._lock:
+            if self._hold is not None:
+                if more is None:
+                    self._hold = None
+                else:
+                    self._hold.budget += more
+
+        def op() -> None:
+            for conn in list(self._conns.values()):
+                if conn.s_in and not conn.closed:
+                    self._server_data(conn, b"")
+                    if not conn.closed:
+                        self._pump(conn)
+
+        self._call(op)
+
     def clear_faults(self) -> None:
-        """Disarm every fault (counters are kept)."""
+        """Disarm every fault (counters are kept); held replies are released."""
         with self._lock:
             self._refuse = self._drop = self._stall = None
             self._after_article = self._lose_reply = None
             self._inject.clear()
             self._max_conns = None
+        self.release_replies()
 
     # ================================================================ counters ====
     @property
@@ -376,6 +361,28 @@ class FaultProxy:
     def faults_fired(self) -> dict[str, int]:
         with self._lock:
             return dict(self._fired)
+
+    def commands_seen(self, word: bytes) -> int:
+        """Command lines starting with ``word`` (e.g. ``b"POST"``) received from clients."""
+        with self._lock:
+            return self._commands[_command_key(word)]
+
+    def replies_forwarded(self, command: bytes) -> int:
+        """Replies to ``command`` (or :data:`ARTICLE`) handed towards clients, injected ones included."""
+        with self._lock:
+            return self._replies[_command_key(command)]
+
+    @property
+    def articles(self) -> list[PostedArticle]:
+        """Every article clients completed, in order (copies; see :class:`PostedArticle`)."""
+        with self._lock:
+            return [dataclasses.replace(a) for a in self._articles]
+
+    def posted_message_ids(self, since: int = 0) -> collections.Counter[str]:
+        """How often each Message-ID reached the server in ``articles[since:]``."""
+        return collections.Counter(
+            a.message_id or "" for a in self.articles[since:] if a.reached_server
+        )
 
     @property
     def active_connections(self) -> int:
@@ -543,7 +550,7 @@ class FaultProxy:
                 continue
             self._open_conn(csock, greet_rule)
 
-    def _open_conn(self, csock: socket.socket, greet_rule: _Rule | None) -> None:
+    def _open_conn(self, csock: socket.socket, greet_rule: Rule | None) -> None:
         assert self._sel is not None
         csock.setblocking(False)
         ssock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -551,13 +558,13 @@ class FaultProxy:
         for s in (csock, ssock):
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._next_id += 1
-        conn = _Conn(cid=self._next_id, csock=csock, ssock=ssock)
+        conn = Conn(cid=self._next_id, csock=csock, ssock=ssock)
         conn.connect_deadline = time.monotonic() + self.connect_timeout
         if self.nntp:
             if greet_rule is not None:
-                conn.fifo.append(_Expect(_GREETING, "replace", greet_rule.reply, greet_rule.close))
+                conn.fifo.append(Expect(GREETING, "replace", greet_rule.reply, greet_rule.close))
             else:
-                conn.fifo.append(_Expect(_GREETING, "forward"))
+                conn.fifo.append(Expect(GREETING, "forward"))
         self._conns[conn.cid] = conn
         err = ssock.connect_ex(self.target)
         if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
@@ -567,7 +574,7 @@ class FaultProxy:
         self._sel.register(ssock, selectors.EVENT_WRITE, ("server", conn))
 
     # ================================================================== events ====
-    def _on_event(self, conn: _Conn, kind: str, events: int) -> None:
+    def _on_event(self, conn: Conn, kind: str, events: int) -> None:
         if kind == "server" and not conn.s_connected:
             assert conn.ssock is not None
             err = conn.ssock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -581,7 +588,7 @@ class FaultProxy:
             else:
                 self._read_server(conn)
 
-    def _read_client(self, conn: _Conn) -> None:
+    def _read_client(self, conn: Conn) -> None:
         try:
             data = conn.csock.recv(_RECV)
         except (BlockingIOError, InterruptedError):
@@ -623,7 +630,7 @@ class FaultProxy:
                 self._fired["drop"] += 1
             self._abort(conn)
 
-    def _read_server(self, conn: _Conn) -> None:
+    def _read_server(self, conn: Conn) -> None:
         assert conn.ssock is not None
         try:
             data = conn.ssock.recv(_RECV)
@@ -653,213 +660,8 @@ class FaultProxy:
         else:
             conn.c_out += data
 
-    # ========================================================= client parsing ====
-    def _client_data(self, conn: _Conn, data: bytes) -> None:
-        while data and not conn.closed:
-            if conn.mode == "article":
-                data = self._article_data(conn, data)
-            elif conn.mode == "passthrough":
-                conn.s_out += data
-                return
-            else:
-                conn.c_in += data
-                data = b""
-                while conn.mode == "command" and not conn.closed:
-                    if conn.close_when_flushed:  # an injected reply ended the session
-                        conn.c_in.clear()
-                        break
-                    nl = conn.c_in.find(b"\n")
-                    if nl < 0:
-                        if len(conn.c_in) > _MAX_LINE:  # not NNTP; don't buffer forever
-                            conn.s_out += conn.c_in
-                            conn.c_in.clear()
-                        break
-                    line = bytes(conn.c_in[: nl + 1])
-                    del conn.c_in[: nl + 1]
-                    self._client_command(conn, line)
-                if conn.mode != "command" and conn.c_in:
-                    data = bytes(conn.c_in)
-                    conn.c_in.clear()
-
-    def _client_command(self, conn: _Conn, line: bytes) -> None:
-        words = line.split(None, 1)
-        word = words[0].upper() if words else b""
-        upper = line.upper()
-        rule: _Rule | None = None
-        with self._lock:
-            # Longest prefix wins, so b"AUTHINFO PASS" beats b"AUTHINFO".
-            for prefix in sorted(self._inject, key=len, reverse=True):
-                if prefix and upper.startswith(prefix):
-                    rule = self._take_inject(prefix, fire_name="inject_reply")
-                    if rule is not None:
-                        break
-        if rule is not None and rule.swallow:
-            conn.fifo.append(_Expect(word, "local", rule.reply, rule.close))
-            self._deliver_locals(conn)
-            return
-        if rule is not None:
-            conn.fifo.append(_Expect(word, "replace", rule.reply, rule.close))
-        else:
-            conn.fifo.append(_Expect(word, "forward"))
-        conn.s_out += line  # only after the expectation is queued, so its reply can't be unclaimed
-
-    def _take_inject(self, prefix: bytes, *, fire_name: str) -> _Rule | None:
-        """Consume one firing of the inject rule for ``prefix`` (caller holds _lock)."""
-        rule = self._inject.get(prefix)
-        if rule is None or not rule.consume():
-            return None
-        self._fired[fire_name] += 1
-        if rule.exhausted:
-            del self._inject[prefix]
-        return rule
-
-    def _article_data(self, conn: _Conn, data: bytes) -> bytes:
-        """Consume article bytes; return what follows the terminator (command mode again)."""
-        window = conn.art_tail + data
-        idx = window.find(_TERMINATOR)
-        end = len(data) if idx < 0 else idx + len(_TERMINATOR) - len(conn.art_tail)
-        part = data[:end]
-        conn.art_tail = (conn.art_tail + part)[-4:]
-        if idx < 0:
-            if conn.article_fate != "swallow":
-                conn.s_out += part
-            return b""
-        conn.mode = "command"
-        if conn.article_fate == "swallow":
-            # The server is still waiting for an article: give it one it must reject.
-            conn.fifo.append(_Expect(_SYNTHETIC, "drop"))
-            conn.fifo.append(_Expect(_ARTICLE_END, "local", conn.article_reply, conn.article_close))
-            conn.s_out += b".\r\n"
-        elif conn.article_fate == "lose":
-            conn.fifo.append(_Expect(_ARTICLE_END, "drop_close"))
-            conn.s_out += part
-        else:
-            conn.fifo.append(_Expect(_ARTICLE_END, "forward"))
-            conn.s_out += part
-        self._deliver_locals(conn)
-        return data[end:]
-
-    # ========================================================= server parsing ====
-    def _server_data(self, conn: _Conn, data: bytes) -> None:
-        conn.s_in += data
-        while conn.s_in and not conn.closed:
-            if conn.close_when_flushed:  # the client was told goodbye; the rest is moot
-                conn.s_in.clear()
-                return
-            if conn.mode == "passthrough":
-                conn.c_out += conn.s_in
-                conn.s_in.clear()
-                return
-            if conn.s_state == "block":
-                if not self._server_block(conn):
-                    return
-                continue
-            nl = conn.s_in.find(b"\n")
-            if nl < 0:
-                if len(conn.s_in) > _MAX_LINE:
-                    conn.c_out += conn.s_in
-                    conn.s_in.clear()
-                return
-            line = bytes(conn.s_in[: nl + 1])
-            del conn.s_in[: nl + 1]
-            code = int(line[:3]) if line[:3].isdigit() else 0
-            expect = conn.fifo[0] if conn.fifo else None
-            if expect is None:
-                conn.c_out += line  # unsolicited (e.g. "400 idle timeout"): pass it on
-                continue
-            multiline = code in _MULTILINE_CODES or (code == 211 and expect.cmd == b"LISTGROUP")
-            if expect.action == "forward":
-                self._enter_article_if_due(conn, expect, code)
-                conn.c_out += line
-            elif expect.action == "replace":
-                conn.c_out += expect.reply
-            if multiline:
-                conn.s_state = "block"
-                conn.block_tail = b"\r\n"
-                conn.block_expect = expect
-                conn.block_code = code
-            else:
-                self._reply_done(conn, expect, code)
-
-    def _server_block(self, conn: _Conn) -> bool:
-        """Pass (or discard) multi-line block bytes; True once the block is complete."""
-        expect = conn.block_expect
-        assert expect is not None
-        data = bytes(conn.s_in)
-        window = conn.block_tail + data
-        idx = window.find(_TERMINATOR)
-        end = len(data) if idx < 0 else idx + len(_TERMINATOR) - len(conn.block_tail)
-        part = data[:end]
-        del conn.s_in[:end]
-        conn.block_tail = (conn.block_tail + part)[-4:]
-        if expect.action == "forward":
-            conn.c_out += part
-        if idx < 0:
-            return False
-        conn.s_state = "status"
-        conn.block_expect = None
-        self._reply_done(conn, expect, conn.block_code)
-        return True
-
-    def _enter_article_if_due(self, conn: _Conn, expect: _Expect, code: int) -> None:
-        """Before the client sees 340/335, switch to article mode and pick the article's fate."""
-        if _ARTICLE_START.get(expect.cmd) != code:
-            return
-        conn.mode = "article"
-        conn.art_tail = b"\r\n"
-        conn.article_fate = "forward"
-        with self._lock:
-            after, lose = self._after_article, self._lose_reply
-            if after is not None and after.consume():
-                self._fired["inject_after_article"] += 1
-                conn.article_fate, conn.article_reply, conn.article_close = "swallow", after.reply, after.close
-                if after.exhausted:
-                    self._after_article = None
-            elif lose is not None and lose.consume():
-                self._fired["lose_reply_after_article"] += 1
-                conn.article_fate = "lose"
-                if lose.exhausted:
-                    self._lose_reply = None
-        # Anything the client sent early belongs to the article, not to the command parser.
-        if conn.c_in:
-            early = bytes(conn.c_in)
-            conn.c_in.clear()
-            rest = self._article_data(conn, early)
-            if rest:
-                self._client_data(conn, rest)
-
-    def _reply_done(self, conn: _Conn, expect: _Expect, code: int) -> None:
-        conn.fifo.popleft()
-        if expect.action != "forward" and _ARTICLE_START.get(expect.cmd) == code:
-            # The client never saw the 340, so it won't send an article; unstick the server.
-            conn.fifo.appendleft(_Expect(_SYNTHETIC, "drop"))
-            conn.s_out += b".\r\n"
-        if expect.action == "forward" and (
-            (expect.cmd == b"STARTTLS" and code == 382) or (expect.cmd == b"COMPRESS" and code == 206)
-        ):
-            # Encrypted/compressed from here on; we can only pipe bytes.
-            conn.mode = "passthrough"
-            conn.s_out += conn.c_in
-            conn.c_in.clear()
-        if expect.action == "drop_close":
-            self._flush_client(conn)  # replies already due still reach the client first
-            self._abort(conn)
-            return
-        if expect.close_after:
-            conn.close_when_flushed = True
-            return
-        self._deliver_locals(conn)
-
-    def _deliver_locals(self, conn: _Conn) -> None:
-        """Send locally generated replies that have reached the head of the queue."""
-        while conn.fifo and conn.fifo[0].action == "local" and not conn.close_when_flushed:
-            expect = conn.fifo.popleft()
-            conn.c_out += expect.reply
-            if expect.close_after:
-                conn.close_when_flushed = True
-
     # =================================================================== output ====
-    def _pump(self, conn: _Conn) -> None:
+    def _pump(self, conn: Conn) -> None:
         """Flush queues, apply back-pressure and closing rules, update interest sets."""
         if conn.s_connected:
             self._flush_server(conn)
@@ -896,7 +698,7 @@ class FaultProxy:
         self._set_events(conn.csock, c_events, ("client", conn))
         self._set_events(conn.ssock, s_events, ("server", conn))
 
-    def _set_events(self, sock: socket.socket, events: int, data: tuple[str, _Conn]) -> None:
+    def _set_events(self, sock: socket.socket, events: int, data: tuple[str, Conn]) -> None:
         assert self._sel is not None
         try:
             key = self._sel.get_key(sock)
@@ -910,7 +712,7 @@ class FaultProxy:
         elif key.events != events:
             self._sel.modify(sock, events, data)
 
-    def _flush_server(self, conn: _Conn) -> None:
+    def _flush_server(self, conn: Conn) -> None:
         if not conn.s_out or not conn.s_connected or conn.closed or conn.ssock is None:
             return
         try:
@@ -924,7 +726,7 @@ class FaultProxy:
         with self._lock:
             self._bytes_c2s += sent
 
-    def _flush_client(self, conn: _Conn) -> None:
+    def _flush_client(self, conn: Conn) -> None:
         if not conn.c_out or conn.closed:
             return
         try:
@@ -939,7 +741,7 @@ class FaultProxy:
             self._bytes_s2c += sent
 
     # ================================================================= closing ====
-    def _close(self, conn: _Conn, abort: bool = False) -> None:
+    def _close(self, conn: Conn, abort: bool = False) -> None:
         if conn.closed:
             return
         conn.closed = True
@@ -960,5 +762,5 @@ class FaultProxy:
                     pass
             sock.close()
 
-    def _abort(self, conn: _Conn) -> None:
+    def _abort(self, conn: Conn) -> None:
         self._close(conn, abort=True)

@@ -3,6 +3,10 @@
 Owns: making sure INN is up for the test session and giving tests a handle
 (:class:`InnServer`) to inspect and damage what is stored on it.
 
+Damage helpers: ``cancel`` (gone), ``corrupt`` (one body byte flipped: the yEnc
+CRC then fails), ``replace_body`` (any new body), ``reencode_yenc`` (a new
+payload with a *valid* CRC, so only the checks inside the payload can notice).
+
 Fixtures (registered from the root ``tests/conftest.py``):
 
 - ``inn`` (session scope): ensures INN answers; yields the frozen
@@ -24,7 +28,8 @@ Invariants:
   never the product's client, so checks are independent of the code under test.
 - Ports/credentials follow the same ``INN_*`` environment overrides as
   ``scripts/inn-up.sh``, so the fixture and the script always agree.
-- ``cancel`` and ``corrupt`` verify their effect and raise if it did not happen.
+- ``cancel``, ``corrupt``, ``replace_body`` and ``reencode_yenc`` verify their
+  effect and raise if it did not happen.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,15 +157,8 @@ class InnServer:
         Verified with BODY afterwards; returns the spool path.
         """
         path = self.article_file(message_id)
-        raw = path.read_bytes()
-        sep = raw.find(b"\r\n\r\n")
-        if sep < 0:
-            raise InnError(f"{path}: no header/body separator")
-        head, stuffed = raw[: sep + 4], raw[sep + 4 :]
-        terminator = b""
-        if stuffed.endswith(b".\r\n") and (len(stuffed) == 3 or stuffed.endswith(b"\r\n.\r\n")):
-            stuffed, terminator = stuffed[:-3], b".\r\n"
-        body = bytearray(dot_unstuff(stuffed))
+        _head, unstuffed, _term = _split_spool(path)
+        body = bytearray(unstuffed)
         if not 0 <= offset_in_body < len(body):
             raise ValueError(f"offset {offset_in_body} outside body of {len(body)} bytes")
         old = body[offset_in_body]
@@ -170,14 +168,67 @@ class InnServer:
         if new in (0x00, 0x0A, 0x0D):
             new = old ^ 0x02
         body[offset_in_body] = new
-        expected = bytes(body)
-        with open(path, "r+b") as fh:
-            fh.write(head + dot_stuff(expected) + terminator)
-            fh.truncate()
-        got = self.body(message_id)
-        if got != expected:
-            raise InnError(f"corrupting {message_id} at {offset_in_body} did not show in BODY")
+        self.replace_body(message_id, bytes(body))
         return path
+
+    def replace_body(self, message_id: str, body: bytes) -> Path:
+        """Make the article's body ``body`` (unstuffed, CRLF lines), in the spool; headers are kept.
+
+        The file is rewritten in place (same inode, so crosspost hard links
+        agree), dot-stuffed as INN stores it.  Verified with BODY afterwards;
+        returns the spool path.
+        """
+        if not body.endswith(b"\r\n"):
+            raise ValueError("an article body ends with CRLF")
+        path = self.article_file(message_id)
+        head, _old, terminator = _split_spool(path)
+        with open(path, "r+b") as fh:
+            fh.write(head + dot_stuff(body) + terminator)
+            fh.truncate()
+        if self.body(message_id) != body:
+            raise InnError(f"rewriting the body of {message_id} did not show in BODY")
+        return path
+
+    def reencode_yenc(self, message_id: str, mutate: Callable[[bytes], bytes]) -> bytes:
+        """Replace a single-part yEnc article's payload by ``mutate(payload)``, with a fresh, valid CRC.
+
+        The body is framed exactly as usenetsync posts it (``=ybegin part=1
+        total=1 line=128 size=N name=…``, ``=ypart begin=1 end=N``, data,
+        ``=yend size=N part=1 pcrc32=… crc32=…``), so a reader's yEnc and CRC
+        checks pass and only what is *inside* the payload (GCM tag,
+        ciphertext, signature, digest) can reveal the change.  Returns the
+        new payload; verified by decoding BODY again.
+        """
+        import sabctools
+
+        from usenetsync_cli.core.article import decode_yenc_part
+        from usenetsync_cli.errors import UsenetSyncError
+
+        old = self.body(message_id)
+        if old is None:
+            raise InnError(f"{message_id} is not on the server (430)")
+        try:
+            part = decode_yenc_part(old)
+        except UsenetSyncError as e:
+            raise InnError(f"{message_id} is not a yEnc article: {e}") from None
+        if not part.crc_ok or part.total not in (None, 1):
+            raise InnError(f"{message_id} is not an intact single-part yEnc article")
+        payload = mutate(part.payload)
+        if not payload:
+            raise ValueError("a yEnc article needs a payload")
+        encoded, crc = sabctools.yenc_encode(payload)
+        size = len(payload)
+        body = (
+            b"=ybegin part=1 total=1 line=128 size=%d name=%s\r\n=ypart begin=1 end=%d\r\n"
+            % (size, part.name.encode("utf-8"), size)
+            + encoded
+            + b"\r\n=yend size=%d part=1 pcrc32=%08x crc32=%08x\r\n" % (size, crc, crc)
+        )
+        self.replace_body(message_id, body)
+        check = decode_yenc_part(self.body(message_id) or b"")
+        if not check.crc_ok or check.payload != payload:
+            raise InnError(f"re-encoding {message_id} did not round-trip")
+        return payload
 
     def _xref(self, message_id: str) -> str:
         with self.connect() as conn:
@@ -199,6 +250,19 @@ class InnServer:
             if line.lower().startswith(b"xref:"):
                 return line[5:].strip().decode("utf-8", "replace")
         raise InnError(f"{message_id} has no Xref")
+
+
+def _split_spool(path: Path) -> tuple[bytes, bytes, bytes]:
+    """(header block incl. the empty line, unstuffed body, terminator as stored) of a tradspool file."""
+    raw = path.read_bytes()
+    sep = raw.find(b"\r\n\r\n")
+    if sep < 0:
+        raise InnError(f"{path}: no header/body separator")
+    head, stuffed = raw[: sep + 4], raw[sep + 4 :]
+    terminator = b""
+    if stuffed.endswith(b".\r\n") and (len(stuffed) == 3 or stuffed.endswith(b"\r\n.\r\n")):
+        stuffed, terminator = stuffed[:-3], b".\r\n"
+    return head, dot_unstuff(stuffed), terminator
 
 
 # -- bringing INN up ------------------------------------------------------------------

@@ -7,11 +7,14 @@ what integration tests rely on, judged by what the *server* ends up storing
 Invariants checked: swallowed articles are never stored; a lost reply means
 the article *is* stored; after any non-closing injection the connection stays
 in step with the server (the next command gets its own reply); faults count
-their firings; stop() leaks no threads or sockets.
+their firings; stop() leaks no threads or sockets; held replies come out
+exactly as far as released, in order; the article log names each article's
+Message-ID, fate and reply.
 """
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import threading
@@ -21,7 +24,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from tests.support.faultproxy import FaultProxy
+from tests.support.faultproxy import ARTICLE, FaultProxy
 from tests.support.inn import InnServer, fresh_message_id
 from tests.support.rawnntp import RawNNTP, dot_stuff, make_article
 
@@ -408,3 +411,97 @@ def test_concurrent_large_articles_round_trip(proxy: FaultProxy, inn: InnServer)
     assert proxy.connections_total == 4
     # Counters trail the client by one send(); wait instead of racing the I/O thread.
     proxy.wait_for(lambda: proxy.bytes_server_to_client > 12 * len(body))
+
+
+# ------------------------------------------------------- records: commands, articles --
+def test_counts_commands_and_logs_every_article_with_its_reply(proxy: FaultProxy, inn: InnServer) -> None:
+    mid, art = article_for(inn, "log")
+    swallowed, sw_art = article_for(inn, "logsw")
+    lost, lost_art = article_for(inn, "loglost")
+    with connect(proxy) as conn:
+        assert conn.post(art)[0] == 240
+        assert conn.post(art) == (441, "435 Duplicate")  # the same Message-ID a second time
+        proxy.inject_after_article(b"441 437 swallowed here")
+        assert conn.post(sw_art)[0] == 441
+        assert conn.stat(mid) == 223
+    proxy.lose_reply_after_article()
+    with connect(proxy) as conn:
+        assert conn.command("POST")[0] == 340
+        conn.send_raw(dot_stuff(lost_art) + b".\r\n")
+        assert_closed(conn)
+    log = proxy.articles
+    assert [(a.message_id, a.fate, a.reply) for a in log] == [
+        (mid, "forward", log[0].reply),
+        (mid, "forward", "441 435 Duplicate"),
+        (swallowed, "swallow", "441 437 swallowed here"),
+        (lost, "lose", log[3].reply),
+    ]
+    assert log[0].code == 240 and log[3].code == 240  # the lost reply was the server's 240
+    assert [a.reached_server for a in log] == [True, True, False, True]
+    assert log[0].connection == log[1].connection != log[3].connection
+    assert proxy.commands_seen(b"post") == 4 and proxy.commands_seen(b"STAT") == 1
+    assert proxy.replies_forwarded(ARTICLE) == 4 and proxy.replies_forwarded(b"POST") == 4
+    assert proxy.posted_message_ids() == {mid: 2, lost: 1}
+    assert proxy.posted_message_ids(since=2) == {lost: 1}
+    assert inn.stat(swallowed) == 430 and inn.stat(lost) == 223
+
+
+def test_message_id_header_is_found_case_insensitively_and_across_tiny_writes(proxy: FaultProxy, inn: InnServer) -> None:
+    mid = fresh_message_id("case")
+    art = make_article(mid, b"body\r\n", group=inn.group).replace(b"Message-ID:", b"message-id:")
+    wire = dot_stuff(art) + b".\r\n"
+    with connect(proxy) as conn:
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        assert conn.command("POST")[0] == 340
+        for i in range(0, len(wire), 7):  # headers split mid-name
+            conn.send_raw(wire[i : i + 7])
+        assert conn.read_status()[0] == 240
+    (only,) = proxy.articles
+    assert only.message_id == mid
+
+
+# ------------------------------------------------------------------------- hold --
+def test_hold_replies_lets_a_budget_through_then_holds_until_released(proxy: FaultProxy, inn: InnServer) -> None:
+    mid, art = article_for(inn, "hold")
+    assert inn.post(art)[0] == 240
+    proxy.hold_replies(b"STAT", after=2)
+    with connect(proxy) as conn:
+        conn.send_raw(f"STAT {mid}\r\n".encode() * 5)  # pipelined
+        assert conn.read_status()[0] == 223
+        assert conn.read_status()[0] == 223
+        proxy.wait_fired("hold_replies")  # the third reply came from the server and was held
+        assert proxy.replies_forwarded(b"STAT") == 2
+        assert select.select([conn.sock], [], [], 0)[0] == []
+        proxy.release_replies(1)
+        assert conn.read_status()[0] == 223
+        proxy.wait_fired("hold_replies", 2)
+        assert proxy.replies_forwarded(b"STAT") == 3
+        proxy.release_replies()  # everything
+        assert conn.read_status()[0] == 223 and conn.read_status()[0] == 223
+        assert conn.command("DATE")[0] == 111  # in step after the hold
+    assert proxy.faults_fired == {"hold_replies": 2}
+
+
+def test_hold_article_replies_stores_the_article_but_keeps_the_client_waiting(proxy: FaultProxy, inn: InnServer) -> None:
+    first, art1 = article_for(inn, "holdart1")
+    second, art2 = article_for(inn, "holdart2")
+    proxy.hold_replies(ARTICLE, after=1)
+    with connect(proxy) as conn:
+        assert conn.post(art1)[0] == 240
+        assert conn.command("POST")[0] == 340  # POST's own reply is not held
+        conn.send_raw(dot_stuff(art2) + b".\r\n")
+        proxy.wait_fired("hold_replies")
+        assert inn.stat(second) == 223  # stored, though the client has no answer
+        assert [a.reply for a in proxy.articles] == [proxy.articles[0].reply, None]
+        proxy.release_replies()
+        assert conn.read_status()[0] == 240
+    assert proxy.articles[1].code == 240
+
+
+def test_raw_greeting_is_not_nntp(proxy: FaultProxy) -> None:
+    proxy.inject_reply(b"", b"SSH-2.0-OpenSSH_9.2p1 Debian-2", raw=True)
+    with RawNNTP(proxy.host, proxy.port, read_greeting=False, timeout=5) as conn:
+        assert conn.read_line() == b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
+        assert_closed(conn)
+    with pytest.raises(ValueError):
+        proxy.inject_reply(b"", b"SSH-2.0-OpenSSH")  # without raw=True only NNTP replies

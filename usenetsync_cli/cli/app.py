@@ -35,10 +35,12 @@ from usenetsync_cli.cli.keys import keys_app
 from usenetsync_cli.cli.share import share_app
 from usenetsync_cli.cli.nzb import nzb_app
 from usenetsync_cli.cli import verify as verify_cmd
+from usenetsync_cli.entry import stop_signals
 from usenetsync_cli.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     InterruptedByUser,
+    TerminatedError,
     UsenetSyncError,
     redact,
 )
@@ -124,6 +126,37 @@ def _tune_allocator() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run one command and exit: 0, or one line on stderr and the failure's exit code.
+
+    SIGINT and SIGTERM raise ``KeyboardInterrupt`` for the whole run (see
+    ``entry``), so every safe-stop path runs whichever stage they land in. A
+    run a stop signal ended exits 130 (``InterruptedByUser``), or 143
+    (``TerminatedError``) for SIGTERM, whatever error the interruption became.
+    """
+    with stop_signals() as stop:
+        args = list(sys.argv[1:] if argv is None else argv)
+        json_mode = "--json" in args
+        try:
+            code, err = _run(args)
+        except KeyboardInterrupt:  # landed after the command, before the line below
+            code, err = EXIT_INTERRUPTED, InterruptedByUser(INTERRUPTED)
+        stop.quiet()  # from here a signal is remembered, not raised: the line we print is the only one
+        if err is not None and (stop.terminated or stop.interrupted):
+            err = _as_stopped(err, terminated=stop.terminated)
+        if isinstance(err, UsenetSyncError):
+            code = _fail(err, json_mode)
+        elif err is not None:
+            sys.stderr.write(err)
+        sys.stdout.flush()
+    sys.exit(code)
+
+
+INTERRUPTED = "interrupted at a safe point"
+TERMINATED = "stopped by SIGTERM at a safe point"
+
+
+def _run(args: list[str]) -> tuple[int, UsenetSyncError | str | None]:
+    """Run the command tree: (exit code, the error to report or None when already reported)."""
     _tune_allocator()
     if os.environ.get("_USENETSYNC_COMPLETE"):
         # add_completion=False keeps Typer's install options out of --help, and
@@ -131,35 +164,66 @@ def main(argv: Sequence[str] | None = None) -> None:
         from typer.completion import completion_init
 
         completion_init()
-    args = list(sys.argv[1:] if argv is None else argv)
-    json_mode = "--json" in args
     try:
         rv = cli().main(args=args, prog_name="usenetsync", standalone_mode=False)
-        code = rv if isinstance(rv, int) else 0
     except UsenetSyncError as e:
-        code = _fail(e, json_mode)
+        return e.exit_code, e
     except (KeyboardInterrupt, typer.Abort):
-        code = _fail(InterruptedByUser("interrupted"), json_mode)
+        return EXIT_INTERRUPTED, InterruptedByUser(INTERRUPTED)
     except typer.Exit as e:
-        code = e.exit_code
+        return e.exit_code, None
     except click_exc.ClickException as e:
         e.show()
-        code = e.exit_code
+        return e.exit_code, None
     except BaseException as e:  # noqa: BLE001 - the one place that names unexpected failures
         if isinstance(e, SystemExit):
             raise
+        if _caused_by_interrupt(e):  # e.g. Python wraps one raised in __set_name__ in a RuntimeError
+            return EXIT_INTERRUPTED, InterruptedByUser(INTERRUPTED)
         known = translate(e)
         if known is not None:
-            code = _fail(known, json_mode)
-        elif isinstance(e, OSError):
-            code = _fail(UsenetSyncError(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")), json_mode)
-        else:
-            if os.environ.get("USENETSYNC_DEBUG"):
-                raise
-            sys.stderr.write(
-                f"usenetsync: internal error: {type(e).__name__}: {redact(str(e))}"
-                " (hint: a bug; rerun with USENETSYNC_DEBUG=1 for a traceback and report it)\n"
-            )
-            code = EXIT_INTERNAL
-    sys.stdout.flush()
-    sys.exit(code)
+            return known.exit_code, known
+        if isinstance(e, OSError):
+            return EXIT_INTERNAL, UsenetSyncError(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
+        if os.environ.get("USENETSYNC_DEBUG"):
+            raise
+        return EXIT_INTERNAL, (
+            f"usenetsync: internal error: {type(e).__name__}: {redact(str(e))}"
+            " (hint: a bug; rerun with USENETSYNC_DEBUG=1 for a traceback and report it)\n"
+        )
+    if rv == EXIT_INTERRUPTED:
+        # Typer turns a KeyboardInterrupt escaping a command into Exit(130) and,
+        # outside standalone mode, returns the code: that is Ctrl-C or SIGTERM.
+        return EXIT_INTERRUPTED, InterruptedByUser(INTERRUPTED)
+    return (rv if isinstance(rv, int) else 0), None
+
+
+def _caused_by_interrupt(e: BaseException) -> bool:
+    """Did ``e`` come out of a KeyboardInterrupt (its cause or context chain holds one)?"""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def _as_stopped(err: UsenetSyncError | str, *, terminated: bool) -> InterruptedByUser:
+    """The report of a run a stop signal ended, keeping what the command said about where it stopped.
+
+    Whatever the command raised after the signal, the run ended because of it:
+    scripts get 130 (143 for SIGTERM) and the words of the error it became.
+    """
+    cls = TerminatedError if terminated else InterruptedByUser
+    plain = TERMINATED if terminated else INTERRUPTED
+    if isinstance(err, cls):
+        return err
+    if isinstance(err, InterruptedByUser):  # SIGTERM, told as an interruption by the command
+        if err.message == INTERRUPTED:
+            return cls(plain, hint=err.hint)
+        return cls(f"stopped by SIGTERM: {err.message}", hint=err.hint)
+    if isinstance(err, UsenetSyncError):
+        return cls(f"{plain}; then: {err.message}")
+    return cls(f"{plain}; then: " + err.strip().removeprefix("usenetsync: "))

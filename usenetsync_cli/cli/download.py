@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,8 +11,17 @@ import typer
 from usenetsync_cli.cli.common import JsonOpt, Output, human_bytes
 from usenetsync_cli.cli.share import PassphraseOpt, read_password
 from usenetsync_cli.config import Config
-from usenetsync_cli.errors import ConfigError, InputPathError, InterruptedByUser
-from usenetsync_cli.pipeline.download import STATE_DIR, DownloadIncompleteError, DownloadSummary, download_records
+from usenetsync_cli.core.shareid import ShareId
+from usenetsync_cli.errors import (
+    ConfigError,
+    DownloadIncompleteError,
+    InterruptedByUser,
+    SyncConflictError,
+)
+from usenetsync_cli.nntp import ServerSpec
+from usenetsync_cli.pipeline.destination import Destination, replaced_folder
+from usenetsync_cli.pipeline.download import DownloadOptions, DownloadSummary, download_records
+from usenetsync_cli.pipeline.reader_state import ReaderState, dest_key
 from usenetsync_cli.pipeline.poster import open_connection
 from usenetsync_cli.pipeline.shares import open_share
 from usenetsync_cli.store.home import Home
@@ -27,16 +37,24 @@ def download(
     passphrase_file: PassphraseOpt = None,
     connections: Annotated[Optional[int], typer.Option("--connections", "-n", min=1, max=200, help="Connections to use (default: the server's).")] = None,
     server: Annotated[Optional[str], typer.Option("--server", help="Read from this configured server (default: the first).")] = None,
-    sync: Annotated[bool, typer.Option("--sync", help="Update an existing copy: fetch only new/changed files, remove files the share dropped.")] = False,
-    keep_deleted: Annotated[bool, typer.Option("--keep-deleted", help="With --sync: keep files the share no longer has.")] = False,
+    sync: Annotated[bool, typer.Option("--sync", help="Update a copy made by usenetsync: write new and changed files, remove the ones the share dropped; files you changed are kept and the share's version is written beside them.")] = False,
+    keep_deleted: Annotated[bool, typer.Option("--keep-deleted", help="With --sync: remove nothing.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace local files the share also has; each is first moved into the home's replaced/ folder.")] = False,
+    keep_special_modes: Annotated[bool, typer.Option("--keep-special-modes", help="Restore setuid, setgid and sticky bits and modes beyond your umask (off by default, also as root).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Fetch the newest version of a share into DEST, verified end to end; resumable.
+    """Fetch the newest version of a share into DEST, verified end to end; resumable; never over your files.
 
-    The publisher's signature, every article's CRC and AES-GCM tag, and each
-    segment's hash are checked before a byte is written; files appear under
-    their names only when complete, with their sizes, mtimes and modes.
-    Interrupted, the same command resumes without refetching what it has.
+    The publisher's signature, every article's CRC and AES-GCM tag, each
+    piece's BLAKE3 hash and each file's content hash are checked before a
+    file gets its name, mode and mtime. Into a new or empty folder it simply
+    writes. A folder that already holds files the share would write is
+    refused before anything is written, unless --sync (update a copy made by
+    usenetsync; your own changes are kept, the share's version written beside
+    them as NAME.usenetsync-conflict-vN) or --overwrite (your files are moved
+    into the home's replaced/ folder first). Interrupted, the same command
+    resumes without refetching what it has. Its own state lives in the home,
+    nothing of usenetsync's is left in DEST.
 
     Examples:
 
@@ -55,48 +73,70 @@ def download(
         return
     if dest is None:
         raise ConfigError("give a destination folder", hint="usenetsync download SHARE_ID DEST")
-    home = Home.resolve()
+    if sync and overwrite:
+        raise ConfigError("--sync and --overwrite do not go together", hint="pick one")
+    if keep_deleted and not sync:
+        raise ConfigError("--keep-deleted goes with --sync")
+    ShareId.parse(share_id)  # a mistyped ID fails here, before anything else
+    home = Home.resolve().ensure()
     entries = Config.load(home).servers
     if not entries:
         raise ConfigError("no server is configured to read from", hint="add one with `usenetsync server add NAME --host HOST`")
     spec = (Config.load(home).get(server) if server else next(iter(entries.values()))).spec()
-    state_dir = dest / STATE_DIR
-    try:
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputPathError(
-            f"cannot use {dest} as the destination: {e.strerror}", hint="choose a folder you can write to"
-        ) from None
-    with HomeLock(state_dir / "lock"):
-        conn = open_connection(spec)
+    Destination(dest).check_root()  # before any server work: a bad DEST fails at once
+    opts = DownloadOptions(connections=connections, sync=sync, overwrite=overwrite, keep_deleted=keep_deleted,
+                           keep_special_modes=keep_special_modes)
+    with HomeLock(ReaderState.lock_path(home, dest)):
+        reader = ReaderState.open(home, dest)
         try:
-            opened = open_share(
-                conn, share_id, state_dir,
-                password=lambda: read_password(password_file),
-                identity=lambda: load_identity(home, passphrase_file),
-            )
-            conn.quit()
+            migrated = reader.migrate_legacy()
+            if migrated:
+                out.say(f"moved the state of an earlier usenetsync out of {dest} ({migrated:,} paths it wrote)")
+            summary = _fetch_share(out, home, reader, spec, share_id, dest, opts, password_file, passphrase_file, json_out)
         finally:
-            conn.close()
-        out.say(f"share version {opened.index.version}: index verified ({opened.index.header.parts} articles)")
-        try:
-            run = lambda cb: download_records(  # noqa: E731 - the same call with or without a bar
-                opened.records(), dest, spec, version=opened.index.version,
-                index_sha256=opened.index.header.index_sha256, connections=connections, sync=sync,
-                keep_deleted=keep_deleted, progress=cb,
-            )
-            summary = _with_progress(out, run) if out.interactive and not json_out else run(None)
-        except KeyboardInterrupt:
-            raise InterruptedByUser(
-                "download interrupted; what was fetched is kept",
-                hint="run the same command again to continue where it stopped",
-            ) from None
+            reader.close()
     _render(out, summary)
-    if summary.damaged:
+    if summary.damaged_count:
         raise DownloadIncompleteError(
-            f"{len(summary.damaged)} file(s) could not be completed: {summary.damaged[0]}"
-            + (" …" if len(summary.damaged) > 1 else "")
+            f"{summary.damaged_count:,} file(s) could not be completed: {summary.damaged[0]}"
+            + (" …" if summary.damaged_count > 1 else "")
         )
+    if summary.conflict_copies or summary.kept:
+        first = (summary.conflict_copies + summary.kept)[0]
+        raise SyncConflictError(
+            f"{len(summary.conflict_copies) + len(summary.kept):,} local change(s) kept, e.g. {first}"
+        )
+
+
+def _fetch_share(
+    out: Output, home: Home, reader: ReaderState, spec: ServerSpec, share_id: str, dest: Path, opts: DownloadOptions,
+    password_file: Path | None, passphrase_file: Path | None, json_out: bool,
+) -> DownloadSummary:
+    conn = open_connection(spec)
+    try:
+        opened = open_share(
+            conn, share_id, reader.spool_dir,
+            password=lambda: read_password(password_file),
+            identity=lambda: load_identity(home, passphrase_file),
+        )
+        conn.quit()
+    finally:
+        conn.close()
+    reader.keep_only_spool(opened.index.spool)
+    reader.start_version(opened.index.header.index_sha256)
+    out.say(f"share version {opened.index.version}: index verified ({opened.index.header.parts} articles)")
+    replaced = replaced_folder(home.state_dir, dest_key(reader.dest))
+    try:
+        run = lambda cb: download_records(  # noqa: E731 - the same call with or without a bar
+            opened.records, dest, spec, reader, version=opened.index.version, replaced_root=replaced, opts=opts,
+            progress=cb,
+        )
+        return _with_progress(out, run) if out.interactive and not json_out else run(None)
+    except KeyboardInterrupt:
+        raise InterruptedByUser(
+            "download interrupted; what was fetched is kept",
+            hint="run the same command again to continue where it stopped",
+        ) from None
 
 
 def _with_progress(out: Output, run):  # type: ignore[no-untyped-def]
@@ -126,11 +166,19 @@ def _render(out: Output, s: DownloadSummary) -> None:
     )
     for d in s.damaged[:10]:
         out.say(f"[yellow]damaged:[/] {d}")
+    for c in s.conflict_copies[:10]:
+        out.say(f"[yellow]conflict:[/] changed locally; the share's version is in {c}")
+    for k in s.kept[:10]:
+        out.say(f"[yellow]kept:[/] {k}")
+    for r in s.replaced[:10]:
+        out.say(f"replaced: your file was moved to {r}")
+    if len(s.replaced) > 10:
+        out.say(f"replaced: … and {len(s.replaced) - 10:,} more, in {os.path.dirname(s.replaced[0])}")
 
 
 def _download_nzb(out: Output, nzb: Path, dest: Path, server: str | None, connections: int | None) -> None:
     from usenetsync_cli.core.nzb import parse_nzb
-    from usenetsync_cli.pipeline.nzbget import download_nzb
+    from usenetsync_cli.pipeline.nzb_download import download_nzb
 
     home = Home.resolve()
     cfg = Config.load(home)

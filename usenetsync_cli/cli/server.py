@@ -137,6 +137,7 @@ def test(
 @server_app.command("remove")
 def remove(
     name: Annotated[str, typer.Argument(help="The server to remove.")],
+    json_out: JsonOpt = False,
     lock_wait: LockWaitOpt = 0.0,
 ) -> None:
     """Remove a server from the configuration.
@@ -151,4 +152,6 @@ def remove(
         cfg.get(name)
         del cfg.servers[name]
         cfg.save(home)
-    Output(False).say(f"removed server {name}")
+    out = Output(json_out)
+    out.emit("server.removed", name=name)
+    out.say(f"removed server {name}")

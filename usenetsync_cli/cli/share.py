@@ -14,9 +14,9 @@ from rich.table import Table
 from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, human_bytes, open_state
 from usenetsync_cli.config import Config, read_secret_file
 from usenetsync_cli.core.identity import Identity, PublicIdentity
-from usenetsync_cli.errors import ConfigError, CryptoError, NotFoundError
+from usenetsync_cli.errors import ConfigError, CryptoError, NotFoundError, SourceChangedError
 from usenetsync_cli.pipeline.index import resolve_folder
-from usenetsync_cli.pipeline.publish import NotUploadedError
+from usenetsync_cli.pipeline.publish import NotUploadedError, Published
 from usenetsync_cli.pipeline.shares import Share, create_share, get_share, list_shares, publish, revoke
 from usenetsync_cli.store import catalog
 from usenetsync_cli.store.keystore import load_identity
@@ -59,10 +59,34 @@ def try_publish(
         return
     share = get_share(state, share.name)
     out.emit("share.published", name=share.name, kind=share.kind, version=result.version, share_id=share.share_id,
-             index_parts=result.parts, records=result.records)
+             index_parts=result.parts, records=result.records, held=result.unstable, skipped=result.skipped)
     out.say(f"published share {share.name!r} version {result.version} ({result.records:,} index records)")
+    say_held(out, result)
     if not out.json:
         out.data(share.share_id)
+
+
+def say_held(out: Output, result: Published) -> bool:
+    """Warn about files a version holds at older content or leaves out; True if there were any."""
+    for path in result.unstable[:10]:
+        out.say(f"[yellow]warning:[/] {path}: kept changing while it was read; this version keeps its last"
+                " consistent content")
+    for path in result.skipped[:10]:
+        out.say(f"[yellow]warning:[/] {path}: kept changing and was never read consistently; not in this version")
+    more = len(result.unstable) + len(result.skipped) - min(10, len(result.unstable)) - min(10, len(result.skipped))
+    if more > 0:
+        out.say(f"[yellow]warning:[/] … and {more:,} more")
+    return bool(result.unstable or result.skipped)
+
+
+def held_error(result: Published) -> SourceChangedError:
+    first = (result.unstable + result.skipped)[0]
+    n = len(result.unstable) + len(result.skipped)
+    return SourceChangedError(
+        f"{n:,} file(s) kept changing while they were read, e.g. {first}; the version keeps their last"
+        " consistent content (or leaves them out)",
+        hint="run `usenetsync upload PATH` again once they are no longer being written, then `share update`",
+    )
 
 
 @share_app.command("create")
@@ -188,8 +212,11 @@ def update(
         identity = load_identity(state.home, passphrase_file)
         spec = Config.load(state.home).posting_servers(server)[0].spec()
         result = publish(state, sh, identity, spec)
-    out.emit("share.published", name=name, version=result.version, index_parts=result.parts, records=result.records)
+    out.emit("share.published", name=name, version=result.version, index_parts=result.parts, records=result.records,
+             held=result.unstable, skipped=result.skipped)
     out.say(f"published share {name!r} version {result.version}")
+    if say_held(out, result):
+        raise held_error(result)
 
 
 @share_app.command("revoke")

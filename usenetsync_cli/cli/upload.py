@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Optional
 
 import typer
@@ -16,7 +12,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, human_bytes, open_state
 from usenetsync_cli.config import Config
-from usenetsync_cli.errors import ConfigError, NotFoundError, UploadIncompleteError, UsenetSyncError
+from usenetsync_cli.errors import ConfigError, NotFoundError, SourceChangedError, UploadIncompleteError, UsenetSyncError
 from usenetsync_cli.nntp import ServerSpec
 from usenetsync_cli.pipeline.index import resolve_folder
 from usenetsync_cli.pipeline.ratelimit import parse_rate
@@ -88,11 +84,11 @@ def upload(
         opts = UploadOptions(servers=specs, limit_rate=rate or None, segment_size=segment_size, check=not no_check)
         overlap = RecoveryOverlap(state.home, folder, specs[0], redundancy) if redundancy else None
         try:
-            with _sigterm_as_interrupt():
-                if out.interactive and not json_out:
-                    summary = _with_progress(out, lambda cb: upload_folder(state, folder, opts, progress=cb))
-                else:
-                    summary = upload_folder(state, folder, opts, progress=_json_progress(out) if json_out else None)
+            # SIGTERM raises KeyboardInterrupt here as anywhere in the run (entry.stop_signals).
+            if out.interactive and not json_out:
+                summary = _with_progress(out, lambda cb: upload_folder(state, folder, opts, progress=cb))
+            else:
+                summary = upload_folder(state, folder, opts, progress=_json_progress(out) if json_out else None)
         finally:
             if overlap is not None:
                 overlap.stop()
@@ -101,6 +97,13 @@ def upload(
             _recovery(out, state, folder, specs[0], redundancy, overlap)
         if summary.complete:
             _publish_pending(out, state, folder, server)
+    if summary.complete and summary.unstable_count:
+        first = summary.unstable[0] if summary.unstable else "?"
+        raise SourceChangedError(
+            f"{summary.unstable_count:,} file(s) kept changing (or could not be read) through every round, e.g."
+            f" {first}; shares keep their last consistent content",
+            hint=f"run `usenetsync upload {summary.folder}` again once they are no longer being written",
+        )
     if not summary.complete:
         raise UploadIncompleteError(
             f"{summary.failed + summary.pending + summary.posted_unverified:,} of {summary.segments:,} segments"
@@ -190,20 +193,6 @@ def _pick_folder(state: State, path: Path | None, resume: bool) -> catalog.Folde
     return found
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (cron's kill, systemd stop) stops at a safe point like Ctrl-C."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def _json_progress(out: Output):  # type: ignore[no-untyped-def]
     last = [0.0]
 
@@ -235,8 +224,12 @@ def render(out: Output, s: UploadSummary) -> None:
     out.emit("upload.summary", **s.to_dict())
     for e in s.errors[:5]:
         out.say(f"[yellow]warning:[/] {e}")
+    for path in s.unstable[:10]:
+        out.say(f"[yellow]warning:[/] {path}: kept changing (or unreadable) while it was read; not posted this run")
     if out.json:
         return
+    if s.files_rehashed_same:
+        out.say(f"{s.files_rehashed_same:,} file(s) changed only in metadata: re-read, content unchanged, not posted again")
     if s.posted_now == 0 and s.complete:
         out.data(f"{s.folder}: nothing to upload; all {s.segments:,} segments are posted and verified")
         return

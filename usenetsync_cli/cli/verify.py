@@ -10,7 +10,7 @@ import typer
 from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, open_state
 from usenetsync_cli.cli.share import try_publish
 from usenetsync_cli.config import Config
-from usenetsync_cli.errors import ConfigError, UsenetSyncError
+from usenetsync_cli.errors import ConfigError, DataLostError, UsenetSyncError, VerifyRepairableError
 from usenetsync_cli.pipeline.repair import repair_folder
 from usenetsync_cli.pipeline.shares import get_share, list_shares, needs_republish
 from usenetsync_cli.pipeline.verify import VerifyOptions, VerifySummary, verify_folder
@@ -22,14 +22,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-class DegradedError(UsenetSyncError):
-    exit_code = 17
-    hint = "run `usenetsync verify --repair` to re-post them from the source"
-
-
-class DataLostError(UsenetSyncError):
-    exit_code = 18
-    hint = "the source of these articles changed or is gone and no recovery data could rebuild them"
+DegradedError = VerifyRepairableError  # old name (the class lives in errors.py)
 
 
 def parse_duration(text: str) -> float:
@@ -82,12 +75,13 @@ def verify(
                 f.folder_id for f in catalog.list_folders(state.catalog)
                 if any(c.execute("SELECT 1 FROM segments WHERE folder_id=? AND state IN (1,2) LIMIT 1", (f.folder_id,)).fetchall() for c in state.shards)
             })
-        missing_total = lost_total = 0
+        missing_total = lost_total = inconsistent = 0
         for fid in folder_ids:
             folder = catalog.get_folder_by_id(state.catalog, fid)
             assert folder is not None
             s = verify_folder(state, folder, spec, opts)
             _render(out, s)
+            inconsistent += len(s.whole_files_failed)
             bad = s.missing + s.damaged
             # An interrupted repair leaves segments planned (attempt+1): finish them too.
             interrupted = sum(
@@ -116,6 +110,12 @@ def verify(
                 missing_total += len(index_lost)
             if s.errors:
                 raise UsenetSyncError(f"the sweep could not finish: {s.errors[0]}")
+    if inconsistent:
+        raise DataLostError(
+            f"{inconsistent:,} file(s) failed their whole-file hash check: every article read back, but the file"
+            " they make is not the one recorded",
+            hint="the local state is inconsistent; upload the folder again (`index`, then `upload`) and report it",
+        )
     if lost_total:
         raise DataLostError(f"{lost_total:,} articles could not be repaired")
     if missing_total:
@@ -126,7 +126,7 @@ def _check_share_indexes(out: Output, state: State, folder_id: int, spec: Server
     """STAT the root and parts of each published share's current index; names of shares with any missing."""
     from usenetsync_cli.core.shareid import ShareId, locator_key
     from usenetsync_cli.pipeline.poster import open_connection
-    from usenetsync_cli.pipeline.publish import part_message_id, root_message_id
+    from usenetsync_cli.pipeline.publish import part_message_id
     from usenetsync_cli.pipeline.share_index import fetch_root
 
     lost: set[str] = set()
@@ -168,5 +168,9 @@ def _render(out: Output, s: VerifySummary) -> None:
     )
     if s.recovery_checked:
         out.data(f"  recovery data: {s.recovery_checked:,} PAR2 articles, {s.recovery_missing:,} missing")
+    if s.whole_files_checked:
+        out.data(f"  whole files: {s.whole_files_checked:,} read whole, {len(s.whole_files_failed):,} failed their content hash")
+    for f in s.whole_files_failed[:20]:
+        out.say(f"[red]content hash mismatch:[/] {f}")
     for f in s.missing_files[:20]:
         out.say(f"[yellow]missing:[/] {f}")

@@ -1,6 +1,8 @@
 """The share index (manifest): its records, its root article, and path safety.
 
-Owns the format, version 1. A published share version is:
+Owns the format, version 2 (version 1, made by usenetsync before content
+hashes, is refused with a "made by an older version" error: there are no v1
+shares to keep). A published share version is:
 
 - index parts: the manifest stream — JSON lines, zstd-compressed, cut into
   ``PART_BYTES`` chunks, each sealed with AES-256-GCM under the share key
@@ -18,19 +20,28 @@ fingerprint equals the one in the share ID, and nothing of the index before
 the SHA-256 of the sealed parts equals the signed digest.
 
 Manifest records (one JSON array per line; paths are the raw bytes decoded
-as latin-1, so any byte sequence round-trips):
+as latin-1, so any byte sequence round-trips; hashes are BLAKE3-256 in hex,
+core/hashing.py):
 
     ["H", {header: format, segment_size, folder_uid, enc_key, msgid_key, domains, files, bytes}]
     ["D", path, mode, mtime_ns]
-    ["F", path, size, mtime_ns, mode, [[shard, seg_id, attempt, length, hash_hex, msgid|null], ...]]
-    ["K", shard, seg_id, attempt, length, hash_hex, msgid|null]       -- a pack; its members follow
-    ["P", path, size, mtime_ns, mode, offset_in_pack, hash_hex]       -- member of the last K
+    ["F", path, size, mtime_ns, mode, content_hash_hex,
+          [[shard, seg_id, attempt, length, piece_hash_hex, msgid|null], ...]]
+    ["K", shard, seg_id, attempt, length, pack_hash_hex, msgid|null]  -- a pack; its members follow
+    ["P", path, size, mtime_ns, mode, offset_in_pack, piece_hash_hex] -- member of the last K
     ["E", path, mtime_ns, mode]                                       -- empty file
     ["L", path, target, mtime_ns]                                     -- symlink
     ["R", shard, group_id, gnonce_hex, block_size,
           [[seg_id, pos, sealed_len, sealed_hash|null, msgid, plain_hash|null], ...],
           [[idx, attempt, msgid|null], ...]]                          -- a PAR2 recovery group
     ["T", record_count]                                               -- trailer: truncation check
+
+A file's content hash is ``file_content_hash(size, piece hashes)``: for an
+F record over its listed segment hashes (the reader checks it against the
+list before fetching, and each segment's plaintext against its entry); for
+a P record over its one piece, so it is not repeated. A pack's own hash (K)
+covers members a version may not list; readers check the members' pieces.
+A reader writes a file under its name only after every piece matched.
 
 Invariant: ``safe_relpath`` is applied to every path before it touches the
 file system; an index (even validly signed) cannot name a path outside the
@@ -47,11 +58,23 @@ from typing import Any
 
 from usenetsync_cli.errors import TamperedError
 
-FORMAT = 1
+FORMAT = 2
 PART_BYTES = 700_000
 ROOT_MAGIC = b"USNETSYNC-INDEX\x01"
 _INDEX_AAD = b"usenetsync/v1/index"
 _AAD_TAIL = struct.Struct(">QI")
+
+
+class OldFormatError(TamperedError):
+    """A share index of another format version (v1: made by an older usenetsync)."""
+
+    def __init__(self, found: object) -> None:
+        older = isinstance(found, int) and found < FORMAT
+        super().__init__(
+            f"this share was made by {'an older' if older else 'a newer'} version of usenetsync"
+            f" (share index format {found!r}; this version reads format {FORMAT})",
+            hint="ask the publisher to publish it again with this version" if older else "upgrade usenetsync",
+        )
 
 
 class UnsafePathError(TamperedError):
@@ -140,7 +163,7 @@ class RootHeader:
         try:
             doc = json.loads(data)
             if doc["format"] != FORMAT:
-                raise TamperedError(f"share index format {doc['format']} is not one this usenetsync reads")
+                raise OldFormatError(doc["format"])
             return cls(
                 kind=str(doc["kind"]), version=int(doc["version"]), parts=int(doc["parts"]),
                 index_sha256=bytes.fromhex(doc["index_sha256"]), index_bytes=int(doc["index_bytes"]),

@@ -4,7 +4,7 @@ Owns: writing NZB 1.1 documents (``NzbWriter``, ``open_nzb_for_write``) and
 reading them (``parse_nzb``, ``iter_nzb``) into ``NzbFile``/``NzbSegment``
 values, plus deriving a file name from a poster's Subject
 (``subject_filename``). Names found here are *untrusted* text: turning them
-into paths is the downloader's job (``pipeline.nzbget.safe_filename``).
+into paths is the downloader's job (``pipeline.nzb_download.safe_filename``).
 
 Wire shape written (UTF-8, one element per line)::
 
@@ -135,7 +135,7 @@ def subject_filename(subject: str) -> str | None:
     """The quoted file name in a Subject (``"name" yEnc (1/5)``), stripped; None if none.
 
     The result is untrusted (may contain ``/``, ``..`` or control characters);
-    only ``pipeline.nzbget.safe_filename`` turns it into a path.
+    only ``pipeline.nzb_download.safe_filename`` turns it into a path.
     """
     for quoted in _QUOTED_RE.findall(subject):
         if quoted.strip():

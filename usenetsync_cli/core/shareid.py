@@ -38,7 +38,7 @@ from typing import Literal
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from usenetsync_cli.errors import ConfigError
+from usenetsync_cli.errors import ShareIdError
 
 __all__ = [
     "FINGERPRINT_SIZE",
@@ -68,12 +68,6 @@ _CHECK_LABEL = b"usenetsync/v1/shareid"
 _INFO_LOCATOR = b"usenetsync/v1/share/locator"
 _INFO_KEY = b"usenetsync/v1/share/key"
 _B32_ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyz234567")
-
-
-class ShareIdError(ConfigError):
-    """A share ID that cannot be parsed (keeps ConfigError's exit code)."""
-
-    hint = "copy the share ID again, exactly as the publisher gave it"
 
 
 def _body_len(kind: str) -> int:

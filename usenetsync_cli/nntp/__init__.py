@@ -2,7 +2,8 @@
 
 Owns: the public surface of the nntp layer. ``connection`` holds the session
 (``ServerSpec``, ``Connection``), ``response`` the wire parsing and the reply
-code -> typed error table, ``retry`` the backoff schedule.
+code -> typed error table, ``bodies`` the checked result of a decoded BODY
+(``Article``), ``retry`` the backoff schedule.
 
 Invariants: callers import from here, not from the submodules; every failure
 raised by this package is an ``NNTPError`` (``.retryable``,
@@ -11,7 +12,8 @@ raised by this package is an ``NNTPError`` (``.retryable``,
 
 from __future__ import annotations
 
-from .connection import Connection, GroupInfo, ServerSpec
+from .bodies import Article, RawNeeded
+from .connection import BODY_MAX_BYTES, Connection, GroupInfo, ServerSpec, valid_message_id
 from .response import (
     MISSING_CODES,
     ArticleMissing,
@@ -27,6 +29,7 @@ from .response import (
     PostingNotAllowed,
     PostRejected,
     Reader,
+    ReplyTooLarge,
     Response,
     ServiceClosing,
     ServiceUnavailable,
@@ -45,7 +48,9 @@ from .response import (
 from .retry import Backoff
 
 __all__ = [
+    "BODY_MAX_BYTES",
     "MISSING_CODES",
+    "Article",
     "ArticleMissing",
     "ArticleRefused",
     "AuthFailed",
@@ -61,7 +66,9 @@ __all__ = [
     "NNTPTimeout",
     "PostRejected",
     "PostingNotAllowed",
+    "RawNeeded",
     "Reader",
+    "ReplyTooLarge",
     "Response",
     "ServerSpec",
     "ServiceClosing",
@@ -76,5 +83,6 @@ __all__ = [
     "normalize_crlf",
     "parse_status",
     "raise_for",
+    "valid_message_id",
     "wire_buffers",
 ]

@@ -2,7 +2,9 @@
 
 Owns: ``ServerSpec`` (how to reach and log in to one server) and
 ``Connection``: greeting, AUTHINFO USER/PASS, MODE READER, CAPABILITIES,
-GROUP, POST, STAT/BODY single and pipelined, QUIT.
+GROUP, POST, STAT/BODY single and pipelined, pipelined BODY decoded by
+sabctools straight from the socket (``fetch_articles``, under the fetch
+engine of pipeline/fetch.py), QUIT.
 
 Invariants:
 - A ``Connection`` is driven by one thread at a time (the pool hands it out);
@@ -13,6 +15,13 @@ Invariants:
   half-read session is never reused.
 - POST and AUTHINFO are never pipelined. STAT and BODY pipelines keep replies in
   request order; abandoning a pipeline early drains (or closes) the session.
+- Bounded memory against any server: every reply is read under a byte bound
+  (``max_bytes`` of ``body``/``body_many``, ``BODY_MAX_BYTES`` by default,
+  ``response.MAX_BLOCK`` for other blocks, each request's ``limit`` in
+  ``fetch_articles``). Past it the reply is abandoned — the session is closed,
+  the rest never read — and ``ReplyTooLarge`` names the request it belonged
+  to. Decoded pipelines receive into sabctools' fixed 2 MiB buffer, capped
+  so the oldest reply never gets more than its bound plus 64 KiB.
 - The password is sent only in ``authenticate()`` and appears in no repr, log
   or exception text (``ServerSpec.password`` is ``repr=False``; errors name the
   command as ``AUTHINFO PASS`` without its argument).
@@ -27,25 +36,28 @@ import re
 import socket
 import ssl
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from usenetsync_cli.errors import ConfigError
 
+from .bodies import Article, RawNeeded, YendScanner, article_from_response
 from .response import (
     MISSING_CODES,
     AuthRequired,
     BytesLike,
     ConnectFailed,
+    MAX_BLOCK,
     ConnectionLost,
     NNTPError,
     NNTPProtocolError,
     NNTPTimeout,
     PostRejected,
     Reader,
+    ReplyTooLarge,
     Response,
     TLSError,
     TLSVerifyFailed,
@@ -69,6 +81,11 @@ _OK_QUIT = frozenset({205})
 ARTICLE_END = b".\r\n"
 _MAX_STAT_WINDOW = 1024  # bounded so requests and replies both fit in socket buffers
 _MAX_BODY_WINDOW = 64
+# Default bound of one BODY reply when the caller knows no better: our own
+# articles stay under 1,000,000 bytes; other posters' rarely pass 2 MB.
+BODY_MAX_BYTES = 4 * 1024 * 1024
+_DECODER_BYTES = 2 << 20  # sabctools' receive buffer per connection
+_RECV_SLACK = 64 * 1024  # how far one receive may run past the oldest reply's bound
 # INN (like many servers) leaves Nagle on: while its first pipelined reply is
 # unacknowledged it holds the rest, and our delayed ACK costs ~40 ms per batch
 # (measured: 64 STATs took 45 ms, 1 400/s). Quick-ACK mode during pipelines
@@ -135,6 +152,26 @@ def _ssl_context(ca_file: str | None, insecure: bool) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=ca_file)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
+
+
+class BodyRequest(Protocol):
+    """What ``fetch_articles`` needs of a request: the ID and the reply's byte bound."""
+
+    message_id: str
+    limit: int
+
+
+class _Req:
+    __slots__ = ("message_id", "limit")
+
+    def __init__(self, message_id: str, limit: int) -> None:
+        self.message_id = message_id
+        self.limit = limit
+
+
+def valid_message_id(msgid: str) -> bool:
+    """True if ``msgid`` can be sent in a command (``<…>``, no spaces or controls)."""
+    return _MSGID.match(msgid) is not None
 
 
 def _encode_id(msgid: str) -> bytes:
@@ -354,11 +391,25 @@ class Connection:
         """Close the socket without QUIT. Idempotent."""
         sock, self._sock = self._sock, None
         self._reader = None
+        self._decoder = None  # it may hold half a reply of the dead session
         self.authenticated = False
         self._reader_ok = False
         if sock is not None:
             try:
                 sock.close()
+            except OSError:
+                pass
+
+    def interrupt(self) -> None:
+        """Unblock a receive in progress on another thread (Ctrl-C, a stopping pool).
+
+        Shuts the socket down; the thread using the session then gets
+        ``ConnectionLost`` and closes it. Never raises.
+        """
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
 
@@ -406,12 +457,15 @@ class Connection:
         resp = self._command(b"STAT " + _encode_id(msgid) + b"\r\n", "STAT " + msgid, _OK_STAT, reader=True)
         return resp.code == 223
 
-    def body(self, msgid: str) -> bytes | None:
-        """BODY: the dot-unstuffed body (CRLF lines), or None if the article is missing."""
+    def body(self, msgid: str, *, max_bytes: int = BODY_MAX_BYTES) -> bytes | None:
+        """BODY: the dot-unstuffed body (CRLF lines), or None if the article is missing.
+
+        ``ReplyTooLarge`` (session closed) once the body passes ``max_bytes``.
+        """
         resp = self._command(b"BODY " + _encode_id(msgid) + b"\r\n", "BODY " + msgid, _OK_BODY, reader=True)
         if resp.code != 222:
             return None
-        return self._read_block()
+        return self._read_block(max_bytes)
 
     def stat_many(self, msgids: Iterable[str], window: int = 64) -> Iterator[tuple[str, bool]]:
         """Pipelined STAT: yields (msgid, present) in input order.
@@ -457,75 +511,150 @@ class Connection:
             if inflight and self._sock is not None:
                 self._drain(len(inflight), blocks=False)
 
-    def decoded_bodies(self, msgids: Sequence[str], window: int = 8) -> Iterator[tuple[str, Any]]:
-        """Pipelined BODY received straight into a ``sabctools.Decoder``: yields (msgid, response).
+    def fetch_articles(
+        self, take: Callable[[int], Sequence[BodyRequest]], window: int = 8, *, file_crc: bool = False
+    ) -> Iterator[tuple[Any, Article | RawNeeded | str | None]]:
+        """Pipelined BODY decoded by sabctools from the socket, each reply under its request's bound.
 
-        The decoder parses each reply, undoes dot-stuffing, finds the end of
-        the block, decodes the yEnc and computes its CRC in C, from the socket
-        buffer itself: no body copy, no terminator scan, no second pass in
-        Python. ``response.status_code`` is 222 (``.data``, ``.crc``,
-        ``.crc_expected``) or the 430 family (missing); anything else raises
-        the typed error for that code. Replies come in request order.
+        ``take(n)`` hands over up to ``n`` more requests (objects with
+        ``message_id`` and ``limit``, the byte bound of the whole reply); it is
+        called whenever the window has room and the pipeline ends once it
+        returns nothing and every reply is in. Yields ``(request, result)`` in
+        request order; result is an ``Article`` (222, decoded and checked), None
+        (430 family: missing), ``RawNeeded`` (222 that sabctools cannot be
+        trusted with: fetch it again with ``body`` and decode it exactly) or a
+        one-line failure reason (a 222 whose yEnc claims exceed its bound).
+        ``file_crc``: also find each reply's ``=yend`` line for the whole-file
+        ``crc32=`` (one extra C scan per received chunk).
+
+        A reply that ended past its bound is that request's failure reason
+        (the session is still in step); one still going when it passes its
+        bound raises ``ReplyTooLarge`` (session closed) — it belongs to the
+        oldest request taken and not yielded. Any other reply code raises its
+        typed error.
         """
+        for req, resp, yend in self._decoded_replies(take, window, scan=file_crc):
+            if resp.bytes_read > req.limit:
+                # Complete (so the session is still in step), but not what was asked for.
+                yield req, self._too_large(resp.bytes_read, req.limit)
+            elif resp.status_code != 222:
+                yield req, None
+            else:
+                yield req, article_from_response(resp, req.limit, yend)
+
+    def _too_large(self, got: int, bound: int) -> str:
+        return f"{self._where}: reply larger than expected ({got:,} bytes, over {bound:,})"
+
+    def _decoded_replies(
+        self, take: Callable[[int], Sequence[BodyRequest]], window: int, *, scan: bool
+    ) -> Iterator[tuple[Any, Any, dict[str, int] | None]]:
+        """The pipeline under ``fetch_articles``: (request, response, =yend fields)."""
         import sabctools
 
-        if not msgids:
+        window = max(1, min(window, _MAX_BODY_WINDOW))
+        first = list(take(window))
+        if not first:
             return
         if not self._reader_ok:
-            self.stat(msgids[0])  # one plain command first: 480 login / MODE READER are handled there
+            self.stat(first[0].message_id)  # one plain command first: 480 login / MODE READER are handled there
         reader = self._open_reader()
         if reader.buffered:
+            self._abort()
             raise NNTPProtocolError(f"{self._where}: unexpected data before BODY replies")
-        sock = self._sock
-        assert sock is not None
-        window = max(1, min(window, _MAX_BODY_WINDOW))
         dec = self._decoder
         if dec is None:
-            dec = self._decoder = sabctools.Decoder(2 << 20)
+            dec = self._decoder = sabctools.Decoder(_DECODER_BYTES)
         dec.clear_expected()
-        it = iter(msgids)
-        inflight = 0
+        scanner = YendScanner() if scan else None
+        inflight: deque[Any] = deque()
 
-        def send(n: int) -> int:
-            sent = 0
+        def send(reqs: Sequence[BodyRequest]) -> None:
             lines = []
-            for mid in it:
-                dec.expect(mid)
-                lines.append(b"BODY " + _encode_id(mid) + b"\r\n")
-                sent += 1
-                if sent == n:
-                    break
-            if lines:
-                self._send(b"".join(lines))
-            return sent
+            for r in reqs:
+                lines.append(b"BODY " + _encode_id(r.message_id) + b"\r\n")
+            for r in reqs:
+                dec.expect(r)
+                inflight.append(r)
+            self._send(b"".join(lines))
 
-        inflight += send(window)
+        used = 0  # bytes received of the oldest unanswered reply
+        start = 0  # its stream offset (for the =yend scanner)
+        low = max(1, window // 2)  # refill in batches: one write carries several requests
         try:
+            send(first)
             while inflight:
+                bound = inflight[0].limit
                 with memoryview(dec) as room:
-                    n = self._recv_into(room)
-                dec.process(n)
-                for resp in dec:
-                    inflight -= 1
-                    code = resp.status_code
-                    if code != 222 and code not in MISSING_CODES:
+                    if not len(room):
+                        # A line longer than the whole receive buffer.
                         self._abort()
-                        raise_for(Response(code, str(resp.message or "")), "BODY " + str(resp.context),
+                        raise ReplyTooLarge(
+                            f"{self._where}: reply larger than expected (a line over {_DECODER_BYTES:,} bytes)"
+                        )
+                    n = self._recv_into(room[: min(len(room), bound - used + _RECV_SLACK)])
+                    if scanner is not None:
+                        scanner.feed(room[:n])
+                try:
+                    dec.process(n)
+                except BufferError:
+                    self._abort()  # sabctools' own ceiling for decoded data
+                    raise ReplyTooLarge(f"{self._where}: reply larger than expected (over {bound:,} bytes)") from None
+                except ValueError as e:
+                    self._abort()
+                    raise NNTPProtocolError(f"{self._where}: undecodable BODY reply: {e}") from None
+                used += n
+                done = []
+                for resp in dec:
+                    req = inflight.popleft() if inflight else None
+                    if req is None or resp.context is not req:
+                        self._abort()
+                        raise NNTPProtocolError(f"{self._where}: BODY replies out of step")
+                    used -= resp.bytes_read
+                    yend = scanner.take(start, start + resp.bytes_read) if scanner is not None else None
+                    start += resp.bytes_read
+                    done.append((req, resp, yend))
+                if len(inflight) <= low:
+                    # Keep the server busy while the results are handled.
+                    more = take(window - len(inflight))
+                    if more:
+                        send(more)
+                if not inflight and used:
+                    # Bytes nobody asked for: the replies that came with them are suspect too.
+                    self._abort()
+                    raise NNTPProtocolError(f"{self._where}: data after the last BODY reply")
+                for req, resp, yend in done:
+                    code = resp.status_code
+                    if code == 222:
+                        message = resp.message or ""
+                        if "<" in message and req.message_id not in message:
+                            self._abort()
+                            raise NNTPProtocolError(
+                                f"{self._where}: reply out of order for BODY {req.message_id}: {message[:120]!r}"
+                            )
+                    elif code not in MISSING_CODES:
+                        self._abort()
+                        raise_for(Response(code, str(resp.message or "")), "BODY " + req.message_id,
                                   ok=_OK_BODY, server=self._where)
-                    yield resp.context, resp
-                    inflight += send(1)
+                    yield req, resp, yend
+                if inflight and used > inflight[0].limit:
+                    self._abort()
+                    raise ReplyTooLarge(
+                        f"{self._where}: reply larger than expected (over {inflight[0].limit:,} bytes)"
+                    )
         except BaseException:
             if self._sock is not None and inflight:
                 self._abort()  # replies left unread: never reuse a half-read session
             raise
 
-    def body_many(self, msgids: Iterable[str], window: int = 8) -> Iterator[tuple[str, bytes | None]]:
-        """Pipelined BODY: yields (msgid, body or None) in input order."""
+    def body_many(
+        self, msgids: Iterable[str], window: int = 8, *, max_bytes: int = BODY_MAX_BYTES
+    ) -> Iterator[tuple[str, bytes | None]]:
+        """Pipelined BODY: yields (msgid, body or None) in input order; each body under ``max_bytes``."""
         window = max(1, min(window, _MAX_BODY_WINDOW))
         it = iter(msgids)
         if not self._reader_ok:
             for mid in it:
-                yield mid, self.body(mid)
+                yield mid, self.body(mid, max_bytes=max_bytes)
                 break
         inflight: deque[tuple[str, bytes]] = deque()
         refill_at = window // 2
@@ -541,7 +670,7 @@ class Connection:
                 if line[:3] == b"222":
                     if enc not in line and b"<" in line:
                         self._desync("BODY", mid, line)
-                    yield mid, self._read_block()
+                    yield mid, self._read_block(max_bytes)
                     continue
                 resp = self._parse(line)
                 if resp.code not in MISSING_CODES:
@@ -550,7 +679,7 @@ class Connection:
                 yield mid, None
         finally:
             if inflight and self._sock is not None:
-                self._drain(len(inflight), blocks=True)
+                self._drain(len(inflight), blocks=True, max_bytes=max_bytes)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -598,13 +727,13 @@ class Connection:
             f"{line[:120].decode('utf-8', 'replace')!r}"
         )
 
-    def _drain(self, count: int, *, blocks: bool) -> None:
+    def _drain(self, count: int, *, blocks: bool, max_bytes: int = BODY_MAX_BYTES) -> None:
         """Read and drop ``count`` pipelined replies so the session stays usable."""
         try:
             for _ in range(count):
                 line = self._readline()
                 if blocks and line[:3] == b"222":
-                    self._read_block()
+                    self._read_block(max_bytes)
         except NNTPError:
             self._abort()
 
@@ -679,8 +808,10 @@ class Connection:
     def _readline(self) -> bytes:
         try:
             return self._open_reader().readline()
-        except NNTPProtocolError:
+        except NNTPProtocolError as e:
             self._abort()
+            if isinstance(e, ReplyTooLarge):
+                raise ReplyTooLarge(f"{self._where}: {e}") from None
             raise
 
     def _read_lines(self, limit: int) -> list[bytes]:
@@ -690,11 +821,13 @@ class Connection:
             self._abort()
             raise
 
-    def _read_block(self) -> bytes:
+    def _read_block(self, max_bytes: int = MAX_BLOCK) -> bytes:
         try:
-            return self._open_reader().read_block()
-        except NNTPProtocolError:
+            return self._open_reader().read_block(max_bytes)
+        except NNTPProtocolError as e:
             self._abort()
+            if isinstance(e, ReplyTooLarge):
+                raise ReplyTooLarge(f"{self._where}: {e}") from None
             raise
 
     def _parse(self, line: bytes) -> Response:

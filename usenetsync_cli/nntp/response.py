@@ -17,6 +17,10 @@ Invariants:
   through ``errors.redact``.
 - The block codec never splits or joins lines in Python loops: articles are
   ~800 KB, so all scans are ``re``/``bytes`` C calls.
+- Bounded: ``Reader`` never holds more than the caller's bound for one reply
+  (``read_block(max_bytes)``, ``MAX_LINE`` for a status line) plus one
+  receive; past it, ``ReplyTooLarge`` is raised before anything grows. Its
+  buffer grows to the bound at most, never by doubling past it.
 """
 
 from __future__ import annotations
@@ -41,8 +45,11 @@ BytesLike = Union[bytes, bytearray, memoryview]
 # Reply codes that mean "that article/group is not here": an answer, not a fault.
 MISSING_CODES = frozenset({411, 420, 423, 430})
 
-_MAX_LINE = 64 * 1024  # a status line longer than this is not NNTP
-_MAX_BLOCK = 256 * 1024 * 1024  # bounds memory if a server never ends a block
+MAX_LINE = 64 * 1024  # a status line longer than this is not NNTP
+# Default bound of a multi-line block that is not an article (CAPABILITIES, …):
+# callers reading articles pass the article's own bound.
+MAX_BLOCK = 1024 * 1024
+_MAX_LINE = MAX_LINE
 _TERMINATOR = b".\r\n"
 
 # ``re`` scans a two-byte literal prefix ~2-3x faster than bytes.find/count on
@@ -131,6 +138,15 @@ class NNTPProtocolError(NNTPError, ProtocolError):
     """Unparseable or out-of-sequence reply: the session state is unknown."""
 
     fatal_for_server = True
+
+
+class ReplyTooLarge(NNTPProtocolError):
+    """A reply grew past the bound its caller set (an endless line or block, a
+    reply far larger than the article it answers). The session is abandoned —
+    the rest of that reply is never read — but the server is not condemned:
+    the fault belongs to the one request, which fails."""
+
+    fatal_for_server = False
 
 
 class TLSError(NNTPError, NetworkError):
@@ -393,7 +409,9 @@ class Reader:
     ``recv_into(view) -> int`` fills ``view`` and returns the byte count; 0
     means EOF. The connection passes a wrapper that maps socket exceptions to
     ``TransientError``s. One ``bytearray`` is reused for the whole session and
-    grows to the largest block seen (~1 MB for articles).
+    grows to the largest block seen (~1 MB for articles), never past the bound
+    of the read that needs it: a line is at most ``MAX_LINE`` bytes and a block
+    at most its ``max_bytes``; beyond either, ``ReplyTooLarge``.
     """
 
     __slots__ = ("_recv_into", "_buf", "_r", "_w")
@@ -409,8 +427,18 @@ class Reader:
         """Bytes received but not yet consumed."""
         return self._w - self._r
 
-    def _fill(self) -> None:
-        """Receive more bytes; keeps unread bytes, may move them to offset 0."""
+    @property
+    def capacity(self) -> int:
+        """Size of the buffer (for tests of the memory bound)."""
+        return len(self._buf)
+
+    def _fill(self, cap: int) -> None:
+        """Receive more bytes; keeps unread bytes, may move them to offset 0.
+
+        ``cap``: the largest buffer the current read may need. The buffer grows
+        (at most to ``cap``) only when unread bytes fill it; when they fill a
+        buffer of ``cap`` bytes already, the reply is too large.
+        """
         buf = self._buf
         if self._r == self._w:
             self._r = self._w = 0
@@ -419,7 +447,11 @@ class Reader:
             buf[:n] = buf[self._r : self._w]
             self._r, self._w = 0, n
         if self._w == len(buf):
-            buf.extend(bytes(len(buf)))
+            if len(buf) >= cap:
+                raise ReplyTooLarge(f"reply larger than expected (over {cap:,} bytes)")
+            grown = bytearray(min(cap, 2 * len(buf)))
+            grown[: self._w] = buf
+            self._buf = buf = grown
         with memoryview(buf) as view:
             n = self._recv_into(view[self._w :])
         if not n:
@@ -435,10 +467,10 @@ class Reader:
                 line = bytes(self._buf[self._r : i])
                 self._r = i + 2
                 return line
-            if self._w - self._r > _MAX_LINE:
-                raise NNTPProtocolError("reply line too long: the server is not speaking NNTP")
+            if self._w - self._r > MAX_LINE:
+                raise ReplyTooLarge("reply line too long: the server is not speaking NNTP")
             scan = max(self._r, self._w - 1) - self._r  # offset survives compaction
-            self._fill()
+            self._fill(2 * MAX_LINE)
             scan += self._r
 
     def read_lines(self, limit: int) -> list[bytes]:
@@ -452,9 +484,10 @@ class Reader:
             last = buf.rfind(b"\r\n", self._r, self._w)
             if last >= 0:
                 break
-            if self._w - self._r > _MAX_LINE:
-                raise NNTPProtocolError("reply line too long: the server is not speaking NNTP")
-            self._fill()
+            if self._w - self._r > MAX_LINE:
+                raise ReplyTooLarge("reply line too long: the server is not speaking NNTP")
+            self._fill(2 * MAX_LINE)
+            buf = self._buf
         lines = bytes(buf[self._r : last]).split(b"\r\n")
         if len(lines) > limit:
             # More replies than asked for: give back the surplus untouched.
@@ -465,10 +498,16 @@ class Reader:
             self._r = last + 2
         return lines
 
-    def read_block(self) -> bytes:
-        """The data of a multi-line block (lines with CRLF, terminator removed), unstuffed."""
+    def read_block(self, max_bytes: int = MAX_BLOCK) -> bytes:
+        """The data of a multi-line block (lines with CRLF, terminator removed), unstuffed.
+
+        Raises ``ReplyTooLarge`` once the block is known to exceed ``max_bytes``
+        (counted as received, dot-stuffing included); the buffer never grows
+        past ``max_bytes`` plus the terminator and one line of slack.
+        """
+        cap = max(max_bytes + 5, 64)
         while self._w - self._r < 3:
-            self._fill()
+            self._fill(cap)
         buf = self._buf
         stuffed = False
         if buf[self._r] == 0x2E:  # '.'
@@ -481,14 +520,16 @@ class Reader:
             m = _CRLF_DOT.search(buf, self._r + pos, self._w)
             if m is None:
                 pos = max(0, self._w - self._r - 2)
-                if pos > _MAX_BLOCK:
-                    raise NNTPProtocolError("multi-line reply never ends: the server is not speaking NNTP")
-                self._fill()
+                self._fill(cap)  # unread bytes are all this block's: the cap bounds it
+                buf = self._buf
                 continue
             i = m.start()
+            if i + 2 - self._r > max_bytes:
+                raise ReplyTooLarge(f"reply larger than expected (over {max_bytes:,} bytes)")
             if i + 5 > self._w:
                 pos = i - self._r
-                self._fill()
+                self._fill(cap)  # unread bytes are all this block's: the cap bounds it
+                buf = self._buf
                 continue
             if buf[i + 3] == 0x0D and buf[i + 4] == 0x0A:
                 with memoryview(buf) as view:

@@ -5,15 +5,25 @@ article, checking that the source did not change while it was read.
 
 Invariants:
 - A segment is never posted half-old/half-new: each source file is
-  ``fstat``ed after ``pread`` and compared with the (size, mtime_ns, inode)
-  it was planned from (a write before or during the read moves mtime). A large file that changed makes the
-  whole segment ``changed``; a pack member that changed or vanished is left
-  out (its bytes zeroed) and reported, the rest of the pack goes on.
+  ``fstat``ed before and after its ``pread`` and both must equal the
+  (size, mtime_ns, ctime_ns, inode) it was planned from. ctime cannot be set
+  back by a user, so a rewrite that restores the mtime (``touch -r``,
+  ``os.utime``) is seen too. Since every segment of one generation is read
+  under the same planned stat, a file's segments all come from one version
+  of it. A large file that changed makes the whole segment ``changed``; a
+  pack member that changed or vanished is left out (its bytes zeroed) and
+  reported, the rest of the pack goes on.
+- Every segment gets its BLAKE3 hash (core/hashing.py): a file segment the
+  piece hash of its payload, a pack the pack hash of its included members,
+  each member its piece hash.
 - A segment posted before is re-posted only with the same plaintext (its
-  stored hash); anything else counts as changed.
+  stored hash); anything else counts as changed. Its stored AES-GCM nonce is
+  reused only when the stored hash is a BLAKE3 one and equal (then the
+  ciphertext is identical, which PAR2 needs); with a legacy xxh3 hash the
+  bytes are sealed under a fresh nonce, never the stored one.
 - Nothing here writes state; results travel back to the collector.
-- The heavy calls (pread, xxh3, AES-GCM, yEnc) release the GIL, so several
-  encoder threads use several cores.
+- The heavy calls (pread, BLAKE3, AES-GCM, yEnc) release the GIL, except
+  AES-GCM.
 """
 
 from __future__ import annotations
@@ -22,10 +32,9 @@ import os
 import time
 from dataclasses import dataclass, field
 
-import xxhash
-
 from usenetsync_cli.core.article import article_parts, format_date
 from usenetsync_cli.core.crypto import FolderKeys, new_nonce, place_aad, seal_segment
+from usenetsync_cli.core.hashing import is_crypto_hash, pack_hash, payload_matches, piece_hash
 from usenetsync_cli.core.msgid import segment_message_id
 from usenetsync_cli.core.names import WireNames
 
@@ -41,7 +50,12 @@ class Source:
     pack_offset: int
     size: int
     mtime_ns: int
+    ctime_ns: int | None
     inode: int
+
+    @property
+    def planned(self) -> tuple[int, int, int | None, int]:
+        return (self.size, self.mtime_ns, self.ctime_ns, self.inode)
 
 
 @dataclass(slots=True)
@@ -76,17 +90,21 @@ class FolderContext:
 
 
 def _read_source(src: Source) -> bytes | None:
-    """The planned bytes of ``src``, or None if the file is not what was planned."""
+    """The planned bytes of ``src``, or None if the file is not what was planned.
+
+    Its stat must equal the planned one before and after the read: a write
+    before the read shows in the first look, one during or after it in the
+    second (it moves ctime even when the mtime is put back).
+    """
     try:
         fd = os.open(src.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return None
     try:
+        if _stat_key(os.fstat(fd)) != src.planned:
+            return None
         data = os.pread(fd, src.length, src.file_offset)
-        # One fstat after the read is enough: any write before or during the read
-        # moved mtime (or size) away from what was planned by the time we look.
-        after = os.fstat(fd)
-        if len(data) != src.length or (after.st_size, after.st_mtime_ns, after.st_ino) != (src.size, src.mtime_ns, src.inode):
+        if len(data) != src.length or _stat_key(os.fstat(fd)) != src.planned:
             return None
         return data
     except OSError:
@@ -95,33 +113,43 @@ def _read_source(src: Source) -> bytes | None:
         os.close(fd)
 
 
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
 def encode(work: Work, ctx: FolderContext, names: WireNames) -> Work:
     """Fill ``work`` with its article; sets ``changed`` instead if the source moved."""
+    layout: list[tuple[int, int]] | None = None
     if not work.is_pack:
-        payload = _read_source(work.sources[0])
+        payload: bytes | None = _read_source(work.sources[0])
         if payload is None:
             work.changed = True
             return work
-        work.hash = xxhash.xxh3_128_digest(payload)
+        work.hash = piece_hash(payload)
     else:
         buf = bytearray(work.length)
+        members: list[tuple[int, int, bytes]] = []
         for src in work.sources:
             data = _read_source(src)
             if data is None:
                 work.dropped.append(src.file_id)
                 continue
             buf[src.pack_offset : src.pack_offset + src.length] = data
-            work.member_hashes.append((src.file_id, xxhash.xxh3_128_digest(data)))
+            h = piece_hash(data)
+            work.member_hashes.append((src.file_id, h))
+            members.append((src.pack_offset, src.length, h))
         if len(work.dropped) == len(work.sources):
             work.changed = True
             return work
         payload = bytes(buf)
-        work.hash = xxhash.xxh3_128_digest(payload)
-    if work.expect_hash is not None and work.hash != work.expect_hash:
+        work.hash = pack_hash(work.length, members)
+        layout = [(off, n) for off, n, _h in members]
+    expect = work.expect_hash
+    if expect is not None and not (work.hash == expect if is_crypto_hash(expect) else payload_matches(expect, payload, layout)):
         work.changed = True  # same stat, other bytes: never post different content under this segment
         return work
-    if work.nonce is None or work.expect_hash is None:
-        # A stored nonce is only ever reused with the plaintext whose hash was stored with it.
+    if work.nonce is None or not is_crypto_hash(expect):
+        # A stored nonce is only ever reused with the plaintext whose BLAKE3 hash was stored with it.
         work.nonce = new_nonce()
     aad = place_aad(ctx.uid, work.shard, work.seg_id)
     sealed = seal_segment(ctx.keys.aesgcm, aad, payload, work.nonce)

@@ -13,16 +13,19 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
+from typing import Any
 
 import apsw
 
 from usenetsync_cli.pipeline.encode import Source, Work
 from usenetsync_cli.store.segments import STATE_PLANNED, iter_segments
 
-_FILE = "SELECT dir_id, name, plan_size, plan_mtime_ns, plan_inode FROM files WHERE file_id=?"
+_FILE = "SELECT dir_id, name, plan_size, plan_mtime_ns, plan_ctime_ns, plan_inode FROM files WHERE file_id=?"
+# Every member sealed into the pack (a posted pack keeps the rows of files that moved on: a
+# re-post must reproduce exactly those bytes or be refused as changed).
 _MEMBERS = (
-    "SELECT m.file_id, m.pack_offset, m.length, f.dir_id, f.name, f.plan_size, f.plan_mtime_ns, f.plan_inode"
-    " FROM pack_members m JOIN files f ON f.file_id=m.file_id WHERE m.seg_id=? ORDER BY m.pack_offset"
+    "SELECT m.file_id, m.pack_offset, m.length, f.dir_id, f.name, f.plan_size, f.plan_mtime_ns, f.plan_ctime_ns,"
+    " f.plan_inode FROM pack_members m JOIN files f ON f.file_id=m.file_id WHERE m.seg_id=? ORDER BY m.pack_offset"
 )
 
 
@@ -53,17 +56,28 @@ def iter_work(
     conn: apsw.Connection, shard: int, folder_id: int, paths: DirPaths
 ) -> Iterator[Work]:
     """Every planned (state 0) segment of one shard as a ``Work`` item."""
-    for seg_id, file_id, offset, length, attempt, expect, nonce in iter_segments(conn, folder_id, STATE_PLANNED):
-        if file_id is not None:
-            f = conn.execute(_FILE, (file_id,)).fetchall()
-            if not f:
-                continue
-            dir_id, name, size, mtime, ino = f[0]
-            src = Source(file_id, os.path.join(paths(dir_id), name), offset, length, 0, size, mtime, ino)
-            yield Work(shard, seg_id, attempt, length, False, [src], expect_hash=expect, nonce=nonce)
-        else:
-            sources = [
-                Source(fid, os.path.join(paths(dir_id), name), 0, mlen, poff, size, mtime, ino)
-                for fid, poff, mlen, dir_id, name, size, mtime, ino in conn.execute(_MEMBERS, (seg_id,))
-            ]
-            yield Work(shard, seg_id, attempt, length, True, sources, expect_hash=expect, nonce=nonce)
+    for row in iter_segments(conn, folder_id, STATE_PLANNED):
+        work = work_for_row(conn, shard, row, paths)
+        if work is not None:
+            yield work
+
+
+def work_for_row(conn: apsw.Connection, shard: int, row: tuple[Any, ...], paths: DirPaths) -> Work | None:
+    """The ``Work`` of one segment row (seg_id, file_id, offset, length, attempt, hash, nonce, ...).
+
+    Sources carry the stat each file was planned from; the encoder reads
+    them only while that stat holds.
+    """
+    seg_id, file_id, offset, length, attempt, expect, nonce = row[:7]
+    if file_id is not None:
+        f = conn.execute(_FILE, (file_id,)).fetchall()
+        if not f:
+            return None
+        dir_id, name, size, mtime, ctime, ino = f[0]
+        src = Source(file_id, os.path.join(paths(dir_id), name), offset, length, 0, size, mtime, ctime, ino)
+        return Work(shard, seg_id, attempt, length, False, [src], expect_hash=expect, nonce=nonce)
+    sources = [
+        Source(fid, os.path.join(paths(dir_id), name), 0, mlen, poff, size, mtime, ctime, ino)
+        for fid, poff, mlen, dir_id, name, size, mtime, ctime, ino in conn.execute(_MEMBERS, (seg_id,))
+    ]
+    return Work(shard, seg_id, attempt, length, True, sources, expect_hash=expect, nonce=nonce)

@@ -23,7 +23,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import zstandard
@@ -41,7 +41,7 @@ from usenetsync_cli.core.manifest import (
 )
 from usenetsync_cli.core.msgid import folder_domains, index_message_id
 from usenetsync_cli.core.names import WireNames
-from usenetsync_cli.errors import UsenetSyncError
+from usenetsync_cli.errors import UploadIncompleteError
 from usenetsync_cli.nntp import Connection, DuplicateArticle, ServerSpec
 from usenetsync_cli.pipeline.poster import open_connection
 from usenetsync_cli.store import catalog
@@ -50,10 +50,9 @@ from usenetsync_cli.store.state import State
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 
-class NotUploadedError(UsenetSyncError):
+class NotUploadedError(UploadIncompleteError):
     """The folder is not fully posted and verified, so its index cannot be published yet."""
 
-    exit_code = 14
     hint = "run `usenetsync upload PATH` first; the share is published when every segment is up"
 
 
@@ -69,8 +68,18 @@ def part_message_id(locator_key: bytes, nonce: bytes, version: int, part: int) -
 # ---------------------------------------------------------------- manifest records
 
 
-def iter_records(state: State, folder: catalog.Folder) -> Iterator[list[Any]]:
-    """Every manifest record of the folder's current layout; raises if anything is not verified."""
+def iter_records(
+    state: State, folder: catalog.Folder, skipped: list[str] | None = None, held: list[str] | None = None
+) -> Iterator[list[Any]]:
+    """Every manifest record of the folder's published layout (see pipeline/settle.py).
+
+    Per regular file: its current generation once done; for a file that kept
+    changing (``unstable``), its last done one (named in ``held``); an
+    unstable file that never had a consistent content is left out and named
+    in ``skipped``. Any other
+    file whose layout is not done (not uploaded yet, changed since, not
+    verified) raises ``NotUploadedError``: nothing half-posted is published.
+    """
     seg_size = state.catalog.execute("SELECT segment_size FROM folders WHERE folder_id=?", (folder.folder_id,)).fetchall()
     keys = FolderKeys.derive(folder.folder_key)
     yield ["H", {
@@ -95,51 +104,46 @@ def iter_records(state: State, folder: catalog.Folder) -> Iterator[list[Any]]:
         return path_str(base + b"/" + name if base else name)
 
     for shard, conn in enumerate(state.shards):
-        for file_id, dir_id, name, kind, size, mtime, mode, target, planned, ever in conn.execute(
-            "SELECT file_id, dir_id, name, kind, size, mtime_ns, mode, target,"
-            " plan_size IS size AND plan_mtime_ns IS mtime_ns AND plan_inode IS inode, plan_size IS NOT NULL"
-            " FROM files WHERE folder_id=? AND present=1 ORDER BY file_id",
-            (fid,),
+        for file_id, dir_id, name, kind, size, mtime, mode, target, gen, chash, planned, unstable in conn.execute(
+            _PRESENT_FILES, (fid,)
         ).fetchall():
             path = rel_of(dir_id, name)
             if kind == 1:
                 yield ["L", path, path_str(target or b""), mtime]
+            elif gen is not None:
+                if unstable and held is not None:
+                    held.append(path)
+                dsize, dmtime = conn.execute(_DONE_STAT, (file_id,)).fetchall()[0]
+                if dsize == 0:
+                    yield ["E", path, dmtime, mode]
+                else:
+                    segs = conn.execute(_LAYOUT_SEGMENTS, (file_id, gen)).fetchall()
+                    if not segs:
+                        continue  # packed: emitted with its pack below
+                    if any(s[5] != 2 for s in segs):
+                        raise NotUploadedError(f"{path!r} is not fully posted and verified (a repair is under way?)")
+                    yield ["F", path, dsize, dmtime, mode, chash.hex(),
+                           [[shard, s[0], s[1], s[2], s[3].hex(), s[4]] for s in segs]]
+            elif unstable:
+                if skipped is not None:  # kept changing and never read consistently: nothing to publish
+                    skipped.append(path)
+                continue
             elif size == 0:
-                yield ["E", path, mtime, mode]
+                yield ["E", path, mtime, mode]  # an empty file needs no article
             else:
-                if not planned:
-                    why = "changed since the last upload" if ever else "has not been uploaded yet"
-                    raise NotUploadedError(f"{path!r} {why}")
-                segs = conn.execute(
-                    "SELECT seg_id, attempt, length, hash, server_msgid, state FROM segments"
-                    " WHERE file_id=? AND state<>4 ORDER BY idx",
-                    (file_id,),
-                ).fetchall()
-                if not segs:
-                    continue  # packed: emitted with its pack below
-                if any(s[5] != 2 for s in segs):
-                    raise NotUploadedError(f"{path!r} is not fully posted and verified")
-                yield ["F", path, size, mtime, mode,
-                       [[shard, s[0], s[1], s[2], s[3].hex() if s[3] else None, s[4]] for s in segs]]
+                why = "changed since the last upload" if planned else "has not been uploaded yet"
+                raise NotUploadedError(f"{path!r} {why}")
             count += 1
-        for seg_id, attempt, length, h, server_id, st in conn.execute(
-            "SELECT seg_id, attempt, length, hash, server_msgid, state FROM segments"
-            " WHERE folder_id=? AND file_id IS NULL AND state<>4 ORDER BY seg_id",
-            (fid,),
-        ).fetchall():
-            members = conn.execute(
-                "SELECT f.dir_id, f.name, f.size, f.mtime_ns, f.mode, m.pack_offset, m.hash FROM pack_members m"
-                " JOIN files f ON f.file_id=m.file_id WHERE m.seg_id=? AND f.present=1 ORDER BY m.pack_offset",
-                (seg_id,),
-            ).fetchall()
+        for seg_id, attempt, length, h, server_id, st in conn.execute(_LIVE_PACKS, (fid,)).fetchall():
+            members = conn.execute(_PACK_MEMBERS, (seg_id,)).fetchall()
             if not members:
                 continue
             if st != 2:
-                raise NotUploadedError("some small files are not fully posted and verified")
-            yield ["K", shard, seg_id, attempt, length, h.hex() if h else None, server_id]
+                raise NotUploadedError("some small files are not fully posted and verified (a repair is under way?)")
+            yield ["K", shard, seg_id, attempt, length, h.hex(), server_id]
             count += 1
             for dir_id, name, size, mtime, mode, off, mh in members:
-                yield ["P", rel_of(dir_id, name), size, mtime, mode, off, mh.hex() if mh else None]
+                yield ["P", rel_of(dir_id, name), size, mtime, mode, off, mh.hex()]
                 count += 1
     # Recovery groups, so a reader can rebuild missing articles from PAR2 on the fly.
     from usenetsync_cli.pipeline.recovery import iter_layouts
@@ -147,10 +151,45 @@ def iter_records(state: State, folder: catalog.Folder) -> Iterator[list[Any]]:
     for lay in iter_layouts(state, folder):
         yield ["R", lay.shard, lay.group_id, lay.gnonce.hex(), lay.block_size,
                [[m.seg_id, m.pos, m.sealed_len, m.sealed_hash.hex() if m.sealed_hash else None, m.msgid,
-                 m.plain_hash.hex() if m.plain_hash else None] for m in lay.members],
+                 # A reader cannot recompute a pack's hash (it does not see every member): GCM and
+                 # the members' piece hashes check a rebuilt pack on its side.
+                 m.plain_hash.hex() if m.plain_hash and m.layout is None else None] for m in lay.members],
                [list(r) for r in lay.recovery]]
         count += 1
     yield ["T", count + 1]
+
+
+# The generation a file is published at: its current one once done, else (it kept changing)
+# its last done one; NULL when it has none to publish. A file not planned from its indexed stat,
+# or whose layout is not done and that is not marked unstable, is not publishable.
+def _published_gen(f: str) -> str:
+    return (
+        f"CASE WHEN {f}done_gen IS {f}gen AND {f}plan_size={f}size AND {f}plan_mtime_ns={f}mtime_ns"
+        f" AND {f}plan_ctime_ns IS {f}ctime_ns AND {f}plan_inode={f}inode THEN {f}gen"
+        f" WHEN {f}unstable=1 THEN {f}done_gen END"
+    )
+
+
+
+_PRESENT_FILES = (
+    f"SELECT file_id, dir_id, name, kind, size, mtime_ns, mode, target, {_published_gen('')}, content_hash,"
+    " plan_size IS NOT NULL, unstable FROM files WHERE folder_id=? AND present=1 ORDER BY file_id"
+)
+_DONE_STAT = "SELECT done_size, done_mtime_ns FROM files WHERE file_id=?"
+_LAYOUT_SEGMENTS = (
+    "SELECT seg_id, attempt, length, hash, server_msgid, state FROM segments WHERE file_id=? AND gen=? AND state<>4"
+    " ORDER BY idx"
+)
+_LIVE_PACKS = (
+    "SELECT seg_id, attempt, length, hash, server_msgid, state FROM segments"
+    " WHERE folder_id=? AND file_id IS NULL AND state<>4 ORDER BY seg_id"
+)
+# Members a share version holds: files (regular, present) whose published generation is in this pack.
+_PACK_MEMBERS = (
+    "SELECT f.dir_id, f.name, f.done_size, f.done_mtime_ns, f.mode, m.pack_offset, m.hash FROM pack_members m"
+    f" JOIN files f ON f.file_id=m.file_id WHERE m.seg_id=? AND f.present=1 AND f.kind=0 AND m.gen IS ({_published_gen('f.')})"
+    " ORDER BY m.pack_offset"
+)
 
 
 # ---------------------------------------------------------------- posting
@@ -162,6 +201,10 @@ class Published:
     parts: int
     index_bytes: int
     records: int
+    # Files left out because they kept changing and were never read consistently (relative paths).
+    skipped: list[str] = field(default_factory=list)
+    # Files published at their last consistent content although they changed since.
+    unstable: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -219,45 +262,64 @@ def publish_version(
     box_pub: bytes,
     key_wrap_for_version: Callable[[], bytes],
 ) -> Published:
-    """Post one complete version (parts, then root). Returns what was published."""
-    conn = open_connection(spec)
-    try:
-        poster = _PartPoster(conn, secrets, version, spec.groups)
-        comp = zstandard.ZstdCompressor(level=3).compressobj()
-        buf = bytearray()
-        records = 0
-        for rec in iter_records(state, folder):
-            buf += comp.compress(dumps_record(rec))
-            records += 1
-            while len(buf) >= PART_BYTES:
+    """Post one complete version (parts, then root). Returns what was published.
+
+    The folder's layouts are settled first (pipeline/settle.py), so a version
+    never names a half-posted or inconsistently read file. If a crashed
+    publication took this version's root (441 435), the next version number
+    is used; a server that reports every root as taken ends in a clear error
+    after ``_ROOT_TRIES`` versions, not a recursion.
+    """
+    from usenetsync_cli.pipeline.settle import settle_folder
+    from usenetsync_cli.pipeline.upload import folder_context
+
+    settle_folder(state, folder, folder_context(folder, spec.groups), spec)
+    for attempt in range(_ROOT_TRIES):
+        conn = open_connection(spec)
+        try:
+            skipped: list[str] = []
+            held: list[str] = []
+            poster = _PartPoster(conn, secrets, version, spec.groups)
+            comp = zstandard.ZstdCompressor(level=3).compressobj()
+            buf = bytearray()
+            records = 0
+            for rec in iter_records(state, folder, skipped, held):
+                buf += comp.compress(dumps_record(rec))
+                records += 1
+                while len(buf) >= PART_BYTES:
+                    poster.post(bytes(buf[:PART_BYTES]))
+                    del buf[:PART_BYTES]
+            buf += comp.flush()
+            while buf:
                 poster.post(bytes(buf[:PART_BYTES]))
                 del buf[:PART_BYTES]
-        buf += comp.flush()
-        while buf:
-            poster.post(bytes(buf[:PART_BYTES]))
-            del buf[:PART_BYTES]
-        missing = [m for m, ok in conn.stat_many(poster.ids) if not ok]
-        if missing:
-            raise NotUploadedError(f"{len(missing)} share index articles did not arrive", hint="run the command again")
-        header = RootHeader(
-            kind=secrets.kind, version=version, parts=poster.parts, index_sha256=poster.digest.digest(),
-            index_bytes=poster.bytes, sign_pub=sign_pub, box_pub=box_pub, created=int(time.time()),
-            key_wrap=key_wrap_for_version(), part_nonce=poster.nonce,
-        )
-        mid = root_message_id(secrets.locator_key, version)
-        try:
-            _post_article(conn, mid, encode_root(header, sign), spec.groups, WireNames.fresh())
-        except DuplicateArticle:
-            # A crashed publication got as far as its root: that version is taken
-            # (and complete). Publish ours, sealed anew, as the next one.
-            conn.close()
-            return publish_version(
-                state, folder, secrets, version=version + 1, spec=spec, sign=sign, sign_pub=sign_pub,
-                box_pub=box_pub, key_wrap_for_version=key_wrap_for_version,
+            missing = [m for m, ok in conn.stat_many(poster.ids) if not ok]
+            if missing:
+                raise NotUploadedError(f"{len(missing)} share index articles did not arrive", hint="run the command again")
+            header = RootHeader(
+                kind=secrets.kind, version=version, parts=poster.parts, index_sha256=poster.digest.digest(),
+                index_bytes=poster.bytes, sign_pub=sign_pub, box_pub=box_pub, created=int(time.time()),
+                key_wrap=key_wrap_for_version(), part_nonce=poster.nonce,
             )
-        if not conn.stat(mid):
-            raise NotUploadedError("the share's root article did not arrive", hint="run the command again")
-        conn.quit()
-        return Published(version=version, parts=poster.parts, index_bytes=poster.bytes, records=records)
-    finally:
-        conn.close()
+            mid = root_message_id(secrets.locator_key, version)
+            try:
+                _post_article(conn, mid, encode_root(header, sign), spec.groups, WireNames.fresh())
+            except DuplicateArticle:
+                # A crashed publication got as far as its root: that version is taken
+                # (and complete). Publish ours, sealed anew, as the next one.
+                version += 1
+                continue
+            if not conn.stat(mid):
+                raise NotUploadedError("the share's root article did not arrive", hint="run the command again")
+            conn.quit()
+            return Published(version=version, parts=poster.parts, index_bytes=poster.bytes, records=records,
+                             skipped=skipped, unstable=held)
+        finally:
+            conn.close()
+    raise NotUploadedError(
+        f"the server reports the roots of {_ROOT_TRIES} share versions in a row as taken",
+        hint="the server may be misbehaving or someone posts junk at this share's IDs; try another server",
+    )
+
+
+_ROOT_TRIES = 16

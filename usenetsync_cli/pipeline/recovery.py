@@ -102,10 +102,13 @@ from usenetsync_cli.core.crypto import (
 from usenetsync_cli.core.hashing import payload_matches
 from usenetsync_cli.core.msgid import index_message_id, segment_message_id
 from usenetsync_cli.core.names import WireNames
-from usenetsync_cli.errors import ConfigError, CryptoError, NotFoundError, ProtocolError, UsenetSyncError
+from usenetsync_cli.errors import (
+    ConfigError, CryptoError, DataLostError, NotFoundError, ProtocolError, UploadIncompleteError,
+)
 from usenetsync_cli.nntp import Connection, DuplicateArticle, ServerSpec, TransientError
-from usenetsync_cli.pipeline.encode import FolderContext, Source, Work, encode
-from usenetsync_cli.pipeline.feed import _FILE, _MEMBERS, DirPaths
+from usenetsync_cli.pipeline.encode import FolderContext, encode
+from usenetsync_cli.pipeline.feed import DirPaths, work_for_row
+from usenetsync_cli.pipeline.fetch import OUR_ARTICLE_LIMIT, Article, FetchJob, fetch_results
 from usenetsync_cli.pipeline.poster import open_connection
 from usenetsync_cli.store import catalog, db
 from usenetsync_cli.store.segments import PAGE, pack_layout
@@ -208,17 +211,15 @@ _MIGRATIONS: list[db.Migration] = [
 # ---------------------------------------------------------------- errors
 
 
-class RecoveryError(UsenetSyncError):
+class RecoveryError(UploadIncompleteError):
     """Recovery data could not be created, posted or applied."""
 
-    exit_code = 14
     hint = "run the command again; every confirmed group and re-post is kept"
 
 
-class NotRecoverableError(RecoveryError):
-    """More articles of a group are gone than it has recovery blocks."""
+class NotRecoverableError(DataLostError, RecoveryError):
+    """More articles of a group are gone than it has recovery blocks (DataLostError's exit code)."""
 
-    exit_code = 18
     hint = "the data of this group is lost unless its source files are still unchanged on disk"
 
     def __init__(self, group_id: int, shard: int, missing: int, available: int, total: int) -> None:
@@ -511,21 +512,12 @@ class _Link:
                 time.sleep(0.5 * (attempt + 1))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def bodies(self, ids: list[str]) -> Iterator[tuple[str, bytes | None]]:
-        """Pipelined BODY, one article in memory at a time; a dropped connection resumes where it stopped."""
-        done = 0
-        for attempt in range(3):
-            try:
-                for item in self.conn.body_many(ids[done:]):
-                    done += 1
-                    yield item
-                return
-            except TransientError:
-                if self._conn is not None:
-                    self._conn.close()
-                if attempt == 2:
-                    raise
-                time.sleep(0.5 * (attempt + 1))
+    def bodies(self, ids: list[str]) -> Iterator[tuple[str, Article | str | None]]:
+        """(mid, decoded article | None if missing | why it is unusable), from the fetch engine over this
+        link's connection: bounded replies, a few articles in memory, reconnects and retries its own."""
+        jobs = (FetchJob(mid, OUR_ARTICLE_LIMIT) for mid in ids)
+        for job, result in fetch_results(self.conn, jobs):
+            yield job.message_id, result
 
     def post(self, mid: str, payload: bytes) -> tuple[str, str | None, int]:
         """(outcome, server-named ID if it differs from ours, wire bytes); outcome 'posted'|'duplicate'|'burnt'."""
@@ -551,15 +543,11 @@ class _Link:
         self._conn = None
 
 
-def _fetch_sealed(body: bytes | None) -> bytes | None:
-    """The sealed payload of an article body, or None if absent or its CRC fails."""
-    if body is None:
+def _fetch_sealed(body: Article | str | None) -> bytes | None:
+    """The sealed payload of a fetched article, or None if absent, unusable or its CRC fails."""
+    if body is None or isinstance(body, str) or not body.crc_ok:
         return None
-    try:
-        sealed, _name, crc_ok = decode_yenc_article(body)
-    except (ProtocolError, CryptoError):
-        return None
-    return sealed if crc_ok else None
+    return bytes(body.data)
 
 
 def _authentic(
@@ -616,23 +604,6 @@ def _read_at(f: BinaryIO, off: int, length: int) -> bytes:
 # ---------------------------------------------------------------- create
 
 
-def _work_for(sconn: apsw.Connection, shard: int, row: tuple[Any, ...], paths: DirPaths) -> Work | None:
-    """The ``Work`` of a posted segment for a re-seal (feed.py's row -> sources, for any state)."""
-    seg_id, file_id, offset, length, attempt, expect, nonce, _server = row
-    if file_id is not None:
-        f = sconn.execute(_FILE, (file_id,)).fetchall()
-        if not f:
-            return None
-        dir_id, name, size, mtime, ino = f[0]
-        src = Source(file_id, os.path.join(paths(dir_id), name), offset, length, 0, size, mtime, ino)
-        return Work(shard, seg_id, attempt, length, False, [src], expect_hash=expect, nonce=nonce)
-    sources = [
-        Source(fid, os.path.join(paths(dir_id), name), 0, mlen, poff, size, mtime, ino)
-        for fid, poff, mlen, dir_id, name, size, mtime, ino in sconn.execute(_MEMBERS, (seg_id,))
-    ]
-    return Work(shard, seg_id, attempt, length, True, sources, expect_hash=expect, nonce=nonce)
-
-
 def _reseal(sconn: apsw.Connection, shard: int, row: tuple[Any, ...], ctx: FolderContext, paths: DirPaths) -> bytes | None:
     """The posted sealed bytes, re-made from the source; None unless that reproduces them exactly.
 
@@ -642,7 +613,7 @@ def _reseal(sconn: apsw.Connection, shard: int, row: tuple[Any, ...], ctx: Folde
     _seg_id, _f, _o, _l, _a, expect, nonce, _server = row
     if nonce is None or expect is None or len(nonce) != NONCE_SIZE:
         return None
-    work = _work_for(sconn, shard, row, paths)
+    work = work_for_row(sconn, shard, row, paths)
     if work is None or (work.is_pack and not work.sources):
         return None
     done = encode(work, ctx, WireNames.fresh())

@@ -32,6 +32,8 @@ from usenetsync_cli.pipeline.publish import part_message_id, root_message_id
 
 # A crashed publication can skip a version number; readers look this far past a gap.
 VERSION_GAP = 3
+# Versions are counted from 1; nothing honest comes near this. Bounds discovery at ~64 STAT windows.
+MAX_VERSION = 1 << 31
 
 
 class ShareNotFoundError(NotFoundError):
@@ -47,17 +49,38 @@ class OpenedIndex:
 
 
 def newest_version(conn: Connection, locator_key: bytes) -> int:
-    """The highest published version (0 if none), probing roots with pipelined STAT."""
-    found = 0
-    probe = 1
-    while True:
-        window = [probe + i for i in range(VERSION_GAP + 1)]
-        ids = {root_message_id(locator_key, v): v for v in window}
-        present = [ids[m] for m, ok in conn.stat_many(list(ids)) if ok]
-        if not present:
-            return found
-        found = max(present)
-        probe = found + 1
+    """The highest published version (0 if none), in a bounded number of pipelined STAT windows.
+
+    ``window(v)`` — is any root of versions v..v+VERSION_GAP present? — is
+    true for every v up to the newest version and false above it (a crashed
+    publication skips at most VERSION_GAP versions), so a galloping search
+    (1, 2, 4, …) and a binary search find it in at most ~2·log2(newest)
+    windows. A server that claims every root exists is caught at
+    ``MAX_VERSION`` instead of being probed forever.
+    """
+
+    def window(v: int) -> int:
+        ids = {root_message_id(locator_key, x): x for x in range(v, v + VERSION_GAP + 1)}
+        return max((ids[m] for m, ok in conn.stat_many(list(ids)) if ok), default=0)
+
+    if not window(1):
+        return 0
+    lo, hi = 1, 2  # window(lo) is true; window(hi) is unknown, then false
+    while window(hi):
+        lo = hi
+        if hi >= MAX_VERSION:
+            raise TamperedError(
+                f"the server claims more than {MAX_VERSION:,} versions of this share exist",
+                hint="the server is misbehaving (it answers every STAT as present); try another server",
+            )
+        hi *= 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if window(mid):
+            lo = mid
+        else:
+            hi = mid
+    return window(lo)
 
 
 def fetch_root(conn: Connection, locator_key: bytes, version: int, fingerprint: bytes) -> RootHeader:

@@ -35,11 +35,12 @@ from usenetsync_cli.core.packing import DEFAULT_SEGMENT_SIZE
 from usenetsync_cli.errors import ConfigError, InterruptedByUser, NetworkError
 from usenetsync_cli.nntp import Connection, NNTPError, PostingNotAllowed, ServerSpec, TransientError
 from usenetsync_cli.pipeline.check import check_posted
-from usenetsync_cli.pipeline.encode import FolderContext, Work, encode
+from usenetsync_cli.pipeline.encode import FolderContext, Source, Work, encode
 from usenetsync_cli.pipeline.feed import DirPaths, iter_work
 from usenetsync_cli.pipeline.plan import plan_folder
 from usenetsync_cli.pipeline.poster import PosterOptions, PosterPool, PostResult, open_connection
 from usenetsync_cli.pipeline.ratelimit import TokenBucket
+from usenetsync_cli.pipeline.settle import settle_folder
 from usenetsync_cli.store import catalog, db, jobs
 from usenetsync_cli.store.batch import BatchWriter
 from usenetsync_cli.store.segments import (
@@ -65,6 +66,16 @@ _FAILED = "UPDATE segments SET state=3, error=? WHERE seg_id=?"
 _SUPERSEDE_SEG = "UPDATE segments SET state=4 WHERE seg_id=?"
 _FILE_GONE = "UPDATE files SET present=0 WHERE file_id=?"
 _FILE_STAT = "UPDATE files SET size=?, mtime_ns=?, ctime_ns=?, inode=?, mode=? WHERE file_id=?"
+# plan_size -1 never equals a size: the planner takes the file up again.
+_FORCE_REPLAN = "UPDATE files SET plan_size=-1 WHERE file_id=?"
+_REPLAN_MEMBERS = (
+    "UPDATE files SET plan_size=-1 WHERE file_id IN (SELECT m.file_id FROM pack_members m"
+    " WHERE m.seg_id=? AND m.gen=files.gen)"
+)
+_UNDONE_MEMBERS = (
+    "UPDATE files SET done_gen=NULL, content_hash=NULL WHERE file_id IN (SELECT m.file_id FROM pack_members m"
+    " WHERE m.seg_id=? AND m.gen IS files.done_gen)"
+)
 _SET_MARK = "INSERT OR REPLACE INTO upload_marks(folder_id, shard, seg_id) VALUES(?,?,?)"
 MARK_RESERVE = 256  # segments handed out per durable mark write
 
@@ -125,6 +136,12 @@ class UploadSummary:
     bytes_posted: int = 0
     wire_bytes_posted: int = 0
     files_planned: int = 0
+    files_rehashed_same: int = 0  # ctime-only changes whose content was re-hashed and found unchanged
+    hashes_backfilled: int = 0
+    # Files that kept changing (or could not be read) through every round: a share keeps their
+    # last consistent content. Relative paths, first 100; unstable_count has them all.
+    unstable: list[str] = field(default_factory=list)
+    unstable_count: int = 0
     rounds: int = 0
     elapsed_s: float = 0.0
     errors: list[str] = field(default_factory=list)
@@ -184,18 +201,28 @@ def upload_folder(
             summary.duplicates_confirmed += probe_in_doubt(state, folder.folder_id, ctx, checker)
             for rnd in range(1, opts.max_rounds + 1):
                 summary.rounds = rnd
+                run.replan_needed = False
                 if not opts.repair:
-                    plan = plan_folder(state, folder.folder_id, seg_size)
+                    plan = plan_folder(state, folder, seg_size)
                     summary.files_planned += plan.files_planned + plan.files_replanned
+                    summary.files_rehashed_same += plan.files_rehashed_same
+                    summary.errors += plan.unreadable[: max(0, 20 - len(summary.errors))]
                 pending = _count(state, folder.folder_id, STATE_PLANNED)
                 if pending:
                     run.post_round(rnd)
                 if opts.check and _count(state, folder.folder_id, STATE_POSTED):
                     checker = run.check_round(rnd, checker)
-                if not _count(state, folder.folder_id, STATE_PLANNED):
+                # A file that changed while it was read is planned anew by the next round.
+                if not _count(state, folder.folder_id, STATE_PLANNED) and not run.replan_needed:
                     break
         finally:
             checker.close()
+        if not opts.repair:
+            settled = settle_folder(state, folder, ctx, opts.servers[0], after_upload=True)
+            summary.unstable = settled.unstable
+            summary.unstable_count = settled.unstable_count
+            summary.hashes_backfilled = settled.backfilled
+            summary.errors += [f"{u}: hash unknown and its article cannot be read" for u in settled.unavailable[:5]]
     except KeyboardInterrupt:
         stop.set()
         _finish(state, folder, summary, clock() - t0)
@@ -306,6 +333,7 @@ class _Run:
         self.t0 = t0
         self.bucket = TokenBucket(opts.limit_rate) if opts.limit_rate else None
         self._last_progress = 0.0
+        self.replan_needed = False  # this round saw a source change: plan again before stopping
 
     # ------------------------------------------------------------ connections
 
@@ -517,35 +545,45 @@ class _Run:
             w.add(sh, _FAILED, ("the source changed since it was posted: cannot repair from it", work.seg_id))
         elif r.outcome == "changed":
             s.changed_sources += 1
-            unreadable = False
+            self.replan_needed = True
             for src in work.sources:
-                unreadable |= self._refresh_file(w, sh, src.file_id, src.path, (src.size, src.mtime_ns, src.inode))
-            if unreadable and not work.is_pack:
-                w.add(sh, _FAILED, ("cannot read the source file", work.seg_id))
-            elif work.is_pack:
+                self._refresh_file(w, sh, src)
+            if work.is_pack:
+                # Nothing of it was posted: files whose current layout it held are planned anew,
+                # files whose done layout it was lose that (their next one settles them).
                 w.add(sh, _SUPERSEDE_SEG, (work.seg_id,))
+                w.add(sh, _REPLAN_MEMBERS, (work.seg_id,))
+                w.add(sh, _UNDONE_MEMBERS, (work.seg_id,))
         if work.dropped and r.outcome != "changed" and not self.opts.repair:
+            self.replan_needed = True
             for file_id in work.dropped:
                 src = next(x for x in work.sources if x.file_id == file_id)
+                # Its bytes are not in the posted pack: the row must not claim them.
                 w.add(sh, _DROP_MEMBER, (work.seg_id, file_id))
-                self._refresh_file(w, sh, file_id, src.path, (src.size, src.mtime_ns, src.inode))
+                self._refresh_file(w, sh, src)
                 s.changed_sources += 1
 
-    def _refresh_file(
-        self, w: BatchWriter, shard: int, file_id: int, path: bytes, planned: tuple[int, int, int]
-    ) -> bool:
-        """Record a source's current stat so the next round re-plans it; True if it is unchanged (unreadable)."""
+    def _refresh_file(self, w: BatchWriter, shard: int, src: Source) -> None:
+        """Make the next round plan ``src``'s file anew: record its current stat, or force it.
+
+        A file that vanished is marked deleted. A file whose stat still equals
+        the planned one (unreadable, or rewritten within one clock tick) is
+        forced to a new plan all the same; one that cannot be read at all ends
+        the run unsettled and is reported.
+        """
         try:
-            st = os.stat(path, follow_symlinks=False)
+            st = os.stat(src.path, follow_symlinks=False)
         except FileNotFoundError:
-            w.add(shard, _FILE_GONE, (file_id,))
-            return False
-        except OSError:
-            return True
-        if (st.st_size, st.st_mtime_ns, st.st_ino) == planned:
-            return True
-        w.add(shard, _FILE_STAT, (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode, file_id))
-        return False
+            w.add(shard, _FILE_GONE, (src.file_id,))
+            return
+        except OSError as e:
+            self.s.errors.append(f"cannot read {os.fsdecode(src.path)}: {e.strerror}") if len(self.s.errors) < 20 else None
+            w.add(shard, _FORCE_REPLAN, (src.file_id,))
+            return
+        if (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) == src.planned:
+            w.add(shard, _FORCE_REPLAN, (src.file_id,))
+        else:
+            w.add(shard, _FILE_STAT, (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode, src.file_id))
 
     def _report(
         self, phase: str, rnd: int, totals: list[int], done: int, done_bytes: int, pool: PosterPool | None

@@ -28,13 +28,13 @@ from typing import Any
 
 import xxhash
 
-from usenetsync_cli.core.article import decode_yenc_article
 from usenetsync_cli.core.crypto import open_segment, place_aad
-from usenetsync_cli.core.hashing import payload_matches
+from usenetsync_cli.core.hashing import file_content_hash, payload_matches, piece_hash
 from usenetsync_cli.core.msgid import segment_message_id
 from usenetsync_cli.errors import UsenetSyncError
 from usenetsync_cli.nntp import Connection, NNTPError, ServerSpec
 from usenetsync_cli.pipeline.encode import FolderContext
+from usenetsync_cli.pipeline.fetch import OUR_ARTICLE_LIMIT, Article, FetchJob, fetch_results
 from usenetsync_cli.pipeline.poster import open_connection
 from usenetsync_cli.pipeline.upload import folder_context
 from usenetsync_cli.store import catalog
@@ -44,11 +44,11 @@ from usenetsync_cli.store.state import NSHARDS, State
 RESULT_MISSING, RESULT_PRESENT, RESULT_DAMAGED = 0, 1, 2
 
 _PAGE = (
-    "SELECT seg_id, attempt, server_msgid, hash, file_id FROM segments"
+    "SELECT seg_id, attempt, server_msgid, hash, file_id, idx, gen FROM segments"
     " WHERE folder_id=? AND state IN (1,2) AND checked_ns<? ORDER BY checked_ns, seg_id LIMIT ?"
 )
 _UNCHECKED = (
-    "SELECT seg_id, attempt, server_msgid, hash, file_id FROM segments"
+    "SELECT seg_id, attempt, server_msgid, hash, file_id, idx, gen FROM segments"
     " WHERE folder_id=? AND state IN (1,2) AND checked_ns IS NULL ORDER BY seg_id LIMIT ?"
 )
 
@@ -76,6 +76,8 @@ class VerifySummary:
     recovery_missing: int = 0
     elapsed_s: float = 0.0
     missing_files: list[str] = field(default_factory=list)
+    whole_files_checked: int = 0  # --read-data: files read whole, their content hash checked
+    whole_files_failed: list[str] = field(default_factory=list)  # ...and those that failed it
 
     @property
     def rate(self) -> float:
@@ -105,11 +107,12 @@ def verify_folder(
     lock = threading.Lock()
     n = max(1, min(opts.connections, NSHARDS))
     seed = random.Random().getrandbits(64)
+    whole = WholeFiles() if opts.read_data_pct > 0 else None
     threads = [
         threading.Thread(
             target=_sweep_shards, name=f"verify-{i}",
             args=(state, folder.folder_id, ctx, spec, opts, list(range(i, NSHARDS, n)), bar, deadline, clock, s, lock,
-                  seed, progress),
+                  seed, progress, whole),
             daemon=True,
         )
         for i in range(n)
@@ -132,6 +135,9 @@ def verify_folder(
         for c in state.shards
     )
     s.missing_files = damaged_files(state, folder)
+    if whole is not None:
+        s.whole_files_checked = whole.checked
+        s.whole_files_failed = [_relpath(state, d, n) for d, n in whole.failed]
     _check_recovery(state, folder, ctx, spec, s)
     return s
 
@@ -160,7 +166,7 @@ def _check_recovery(state: State, folder: catalog.Folder, ctx: FolderContext, sp
 def _sweep_shards(
     state: State, folder_id: int, ctx: FolderContext, spec: ServerSpec, opts: VerifyOptions, shards: list[int],
     bar: int, deadline: float | None, clock: Callable[[], float], s: VerifySummary, lock: threading.Lock,
-    seed: int, progress: Callable[[VerifySummary], None] | None,
+    seed: int, progress: Callable[[VerifySummary], None] | None, whole: WholeFiles | None = None,
 ) -> None:
     conn: Connection | None = None
     try:
@@ -176,7 +182,7 @@ def _sweep_shards(
                     try:
                         if conn is None:
                             conn = open_connection(spec)
-                        results = _check_page(conn, sconn, ctx, shard, rows, opts, seed)
+                        results = _check_page(conn, sconn, ctx, shard, rows, opts, seed, whole)
                         break
                     except NNTPError as e:
                         if conn is not None:
@@ -228,40 +234,102 @@ def _sampled(seed: int, shard: int, seg_id: int, pct: float) -> bool:
 
 def _check_page(
     conn: Connection, sconn: Any, ctx: FolderContext, shard: int, rows: list[tuple[Any, ...]], opts: VerifyOptions,
-    seed: int,
+    seed: int, whole: WholeFiles | None = None,
 ) -> list[tuple[int, int]]:
     keys = ctx.keys
-    ids: dict[str, tuple[int, bytes | None, bool]] = {}
-    for seg_id, attempt, server_id, h, file_id in rows:
+    ids: dict[str, tuple[Any, ...]] = {}
+    for row in rows:
+        seg_id, attempt, server_id = row[0], row[1], row[2]
         mid = server_id or segment_message_id(keys.msgid_key, ctx.domains, shard, seg_id, attempt)
-        ids[mid] = (seg_id, h, file_id is None)
+        ids[mid] = row
     out: dict[int, int] = {}
     for mid, ok in conn.stat_many(list(ids), window=opts.window):
         out[ids[mid][0]] = RESULT_PRESENT if ok else RESULT_MISSING
-    sample = [m for m, (seg_id, _h, _p) in ids.items() if out[seg_id] == RESULT_PRESENT and _sampled(seed, shard, seg_id, opts.read_data_pct)]
-    for mid, body in conn.body_many(sample, window=8):
-        seg_id, h, is_pack = ids[mid]
-        layout = pack_layout(sconn, seg_id) if is_pack else None
-        out[seg_id] = _body_result(ctx, shard, seg_id, h, layout, body)
+    sample = [m for m, row in ids.items() if out[row[0]] == RESULT_PRESENT and _sampled(seed, shard, row[0], opts.read_data_pct)]
+    # The fetch engine over this one connection: bounded replies, sabctools decoding.
+    jobs = (FetchJob(m, OUR_ARTICLE_LIMIT) for m in sample)
+    for job, body in fetch_results(conn, jobs, window=8):
+        seg_id, _att, _srv, h, file_id, idx, gen = ids[job.message_id]
+        layout = pack_layout(sconn, seg_id) if file_id is None else None
+        result, payload = _body_result(ctx, shard, seg_id, h, layout, body)
+        out[seg_id] = result
+        if whole is not None and payload is not None:
+            whole.add(sconn, seg_id, file_id, idx, gen, payload)
     return list(out.items())
+
+
+class WholeFiles:
+    """Whole-file checks of ``--read-data``: files whose every published piece was read in this sweep.
+
+    Pieces are collected per file (one shard's thread each) and a file is
+    checked as soon as its last piece of its published generation arrived:
+    ``file_content_hash`` of the plaintexts actually read must equal the
+    state's content hash (what shares publish). Files never read whole are
+    simply not checked; at most ``MAX_OPEN`` partial files are held.
+    """
+
+    MAX_OPEN = 50_000
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.open: dict[tuple[int, int], dict[int, bytes]] = {}
+        self.checked = 0
+        self.failed: list[tuple[int, bytes]] = []  # (dir_id, name)
+        self.failed_count = 0
+
+    def add(self, sconn: Any, seg_id: int, file_id: int | None, idx: int, gen: int, payload: bytes) -> None:
+        if file_id is not None:
+            pieces = [(file_id, idx, gen, piece_hash(payload))]
+        else:
+            view = memoryview(payload)
+            pieces = [
+                (fid, 0, mgen, piece_hash(view[off : off + n]))
+                for fid, off, n, mgen in sconn.execute(
+                    "SELECT file_id, pack_offset, length, gen FROM pack_members WHERE seg_id=?", (seg_id,)
+                )
+            ]
+        for fid, i, g, h in pieces:
+            row = sconn.execute(
+                "SELECT done_gen, done_size, content_hash, dir_id, name FROM files WHERE file_id=? AND present=1", (fid,)
+            ).fetchall()
+            if not row or row[0][0] != g or row[0][2] is None:
+                continue  # not the published generation of a present file
+            done_gen, size, content, dir_id, name = row[0]
+            want = sconn.execute(
+                "SELECT count(*) FROM segments WHERE file_id=? AND gen=? AND state<>4", (fid, g)
+            ).fetchall()[0][0] or 1  # a packed file is one piece
+            key = (id(sconn), fid)
+            with self.lock:
+                got = self.open.setdefault(key, {}) if len(self.open) < self.MAX_OPEN or key in self.open else None
+                if got is None:
+                    continue
+                got[i] = h
+                if len(got) < want:
+                    continue
+                del self.open[key]
+                self.checked += 1
+                if file_content_hash(size, [got[k] for k in sorted(got)]) != content:
+                    self.failed_count += 1
+                    if len(self.failed) < 100:
+                        self.failed.append((dir_id, name))
 
 
 def _body_result(
     ctx: FolderContext, shard: int, seg_id: int, h: bytes | None, layout: list[tuple[int, int]] | None,
-    body: bytes | None,
-) -> int:
+    body: Article | str | None,
+) -> tuple[int, bytes | None]:
+    """(result, the plaintext when it is the one stored) of one fetched article."""
     if body is None:
-        return RESULT_MISSING
+        return RESULT_MISSING, None
+    if isinstance(body, str) or not body.crc_ok:
+        return RESULT_DAMAGED, None  # not usable yEnc, larger than any article of ours, or a CRC mismatch
     try:
-        sealed, _name, crc_ok = decode_yenc_article(body)
-        if not crc_ok:
-            return RESULT_DAMAGED
-        payload = open_segment(ctx.keys.aesgcm, place_aad(ctx.uid, shard, seg_id), sealed)
+        payload = open_segment(ctx.keys.aesgcm, place_aad(ctx.uid, shard, seg_id), body.data)
     except UsenetSyncError:
-        return RESULT_DAMAGED
+        return RESULT_DAMAGED, None
     if not payload_matches(h, payload, layout):
-        return RESULT_DAMAGED
-    return RESULT_PRESENT
+        return RESULT_DAMAGED, None
+    return RESULT_PRESENT, payload
 
 
 def damaged_files(state: State, folder: catalog.Folder, limit: int = 1000) -> list[str]:
@@ -282,3 +350,9 @@ def damaged_files(state: State, folder: catalog.Folder, limit: int = 1000) -> li
             rel = dirs[dir_id] + b"/" + name if dirs[dir_id] else name
             out.append(rel.decode("utf-8", "replace"))
     return sorted(out)[:limit]
+
+
+def _relpath(state: State, dir_id: int, name: bytes) -> str:
+    r = state.catalog.execute("SELECT relpath FROM dirs WHERE dir_id=?", (dir_id,)).fetchall()
+    base = r[0][0] if r else b""
+    return (base + b"/" + name if base else name).decode("utf-8", "replace")

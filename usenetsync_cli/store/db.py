@@ -18,7 +18,8 @@ Invariants:
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 from pathlib import Path
 
 import apsw
@@ -75,6 +76,23 @@ def migrate(conn: apsw.Connection, migrations: Sequence[Migration], *, name: str
                 conn.execute(step)
             conn.execute(f"PRAGMA user_version={version + 1}")
     return start
+
+
+def keyset_pages(conn: apsw.Connection, query: str, params: Sequence[Any], limit: int) -> Iterator[list[tuple[Any, ...]]]:
+    """Pages of ``query`` by keyset pagination: no cursor is held open across pages.
+
+    ``query`` takes ``params``, then the last key seen (0 first) and ``limit``,
+    and must return rows ordered by a positive integer key in their first
+    column (``... AND key>? ORDER BY key LIMIT ?``). Rows a caller updates out
+    of the predicate between pages are simply not seen again.
+    """
+    after = 0
+    while True:
+        rows = conn.execute(query, (*params, after, limit)).fetchall()
+        if not rows:
+            return
+        yield rows
+        after = rows[-1][0]
 
 
 def translate(exc: BaseException, where: Path | str | None = None) -> UsenetSyncError | None:

@@ -9,6 +9,24 @@ Layout decisions (DESIGN.md §4):
 - No index on random-looking text (Message-IDs are derived, recomputed).
 - ``files`` is unique on (folder_id, dir_id, name): the indexer merges one
   directory at a time against it, and the upload planner streams a folder.
+
+Layout generations (shard v5). A file's bytes are described by a *layout*:
+its segments (large files) or its member row in a pack (small files). Each
+(re)plan of a file draws a new generation ``files.gen``; segment and member
+rows carry the generation they belong to. ``files.done_gen`` names the last
+generation that was posted, STAT-verified and read consistently (one stat
+tuple, size/mtime_ns/ctime_ns/inode, before and after every read), with its
+``done_size``, ``done_mtime_ns`` and BLAKE3 ``content_hash``
+(core/hashing.py). A share version publishes, per file, the current
+generation once it is done, else (for a file that kept changing) the done
+one: never a mix. Rows of an older generation stay live until a newer one
+is done (pipeline/settle.py supersedes them then).
+
+Hashes: ``segments.hash`` is BLAKE3 (32 bytes) of the plaintext sealed (a
+pack: core.hashing.pack_hash); ``pack_members.hash`` the member's piece
+hash. A 16-byte value is a legacy xxh3_128 from a state made before v5: it
+is still compared but never licenses reusing a stored nonce; publishing
+replaces it with BLAKE3 of the article's plaintext (settle.backfill).
 """
 
 from __future__ import annotations
@@ -168,5 +186,25 @@ SHARD_MIGRATIONS: list[Migration] = [
     # different plaintext is never sealed under a stored nonce.
     """
     ALTER TABLE segments ADD COLUMN nonce BLOB;
+    """,
+    # v5: cryptographic content hashes and layout generations (see the module docstring).
+    #   Existing rows become generation 0; a plan made before v5 is trusted as of its stat
+    #   (plan_ctime_ns = the indexed ctime), so nothing is uploaded again; their xxh3 hashes are
+    #   replaced by BLAKE3 from the server before the folder is next published.
+    """
+    ALTER TABLE files ADD COLUMN plan_ctime_ns INTEGER;
+    ALTER TABLE files ADD COLUMN gen INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE files ADD COLUMN done_gen INTEGER;
+    ALTER TABLE files ADD COLUMN done_size INTEGER;
+    ALTER TABLE files ADD COLUMN done_mtime_ns INTEGER;
+    ALTER TABLE files ADD COLUMN content_hash BLOB;
+    ALTER TABLE files ADD COLUMN unstable INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE segments ADD COLUMN gen INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE pack_members ADD COLUMN gen INTEGER NOT NULL DEFAULT 0;
+    UPDATE files SET plan_ctime_ns=ctime_ns WHERE plan_size IS NOT NULL;
+    -- Files whose current generation is not yet settled (done or abandoned): the settle
+    -- step pages through this, never through every file.
+    CREATE INDEX files_unsettled ON files(folder_id, file_id)
+        WHERE present=1 AND kind=0 AND plan_size IS NOT NULL AND done_gen IS NOT gen;
     """,
 ]

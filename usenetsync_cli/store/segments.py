@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 import apsw
 
+from usenetsync_cli.store.db import keyset_pages
+
 PAGE = 1000
 STATE_PLANNED, STATE_POSTED, STATE_VERIFIED, STATE_FAILED, STATE_SUPERSEDED = 0, 1, 2, 3, 4
 
@@ -24,13 +26,8 @@ _PENDING = (
 
 def iter_segments(conn: apsw.Connection, folder_id: int, state: int) -> Iterator[tuple[int, ...]]:
     """(seg_id, file_id, offset, length, attempt, hash, nonce) of every segment in ``state``, by seg_id."""
-    after = 0
-    while True:
-        rows = conn.execute(_PENDING, (folder_id, state, after, PAGE)).fetchall()
-        if not rows:
-            return
+    for rows in keyset_pages(conn, _PENDING, (folder_id, state), PAGE):
         yield from rows
-        after = rows[-1][0]
 
 
 def count_by_state(conn: apsw.Connection, folder_id: int) -> dict[int, tuple[int, int]]:

@@ -12,21 +12,22 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import sabctools
 
+from tests.nntp.rss import RssPeak
 from tests.support.faultproxy import FaultProxy
 from tests.support.inn import InnServer
 from tests.support.rawnntp import fresh_message_id, make_article
 from usenetsync_cli.core.nzb import NzbFile, open_nzb_for_write, parse_nzb
 from usenetsync_cli.errors import InterruptedByUser, NetworkError
 from usenetsync_cli.nntp import AuthFailed, ConnectFailed, Connection, ServerSpec
-from usenetsync_cli.pipeline import nzbget
-from usenetsync_cli.pipeline.nzbget import NzbProgress, download_nzb
+from usenetsync_cli.nntp.response import BytesLike
+from usenetsync_cli.pipeline import fetch
+from usenetsync_cli.pipeline.nzb_download import NzbProgress, download_nzb
 
 PART = 50_000
 POSTER = "Tester <tester@test.invalid>"
@@ -59,7 +60,7 @@ def build(
             f"=ybegin part={i} total={n} line=128 size={len(data)} name={name}\r\n"
             f"=ypart begin={begin} end={end}\r\n"
         ).encode() + encoded + f"\r\n=yend size={len(chunk)} part={i} pcrc32={pcrc:08x} crc32={file_crc:08x}\r\n".encode()
-        msgid = fresh_message_id("nzbget")
+        msgid = fresh_message_id("nzbdl")
         article = make_article(msgid, body, group=inn.group, subject=fmt.format(i=i, n=n), sender=POSTER)
         segments.append((i, len(article), msgid))
         articles.append(article)
@@ -140,19 +141,17 @@ def test_cancelled_article_reports_damaged_file(inn: InnServer, tmp_path: Path) 
 
 
 def record_bodies(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    """Record (server name, message-id) of every BODY the product's client sends."""
+    """Record (server name, message-id) of every BODY the product's client sends (on the wire)."""
     seen: list[tuple[str, str]] = []
-    original = Connection.body_many
+    original = Connection._send
 
-    def body_many(self: Connection, msgids: Iterable[str], window: int = 8) -> Iterator[tuple[str, bytes | None]]:
-        def tap() -> Iterator[str]:
-            for mid in msgids:
-                seen.append((f"{self.spec.name}#{id(self)}", mid))
-                yield mid
+    def send(self: Connection, data: BytesLike) -> None:
+        for line in bytes(data).split(b"\r\n"):
+            if line.startswith(b"BODY "):
+                seen.append((f"{self.spec.name}#{id(self)}", line[5:].decode()))
+        original(self, data)
 
-        return original(self, tap(), window)
-
-    monkeypatch.setattr(Connection, "body_many", body_many)
+    monkeypatch.setattr(Connection, "_send", send)
     return seen
 
 
@@ -232,16 +231,22 @@ def test_hostile_names_stay_inside_dest(inn: InnServer, tmp_path: Path) -> None:
     assert visible(tmp_path) == {"a", "t.nzb"} and visible(tmp_path / "a") == {"b"}
 
 
-def test_hostile_yenc_sizes_cost_the_file_not_the_run(inn: InnServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("size", "ypart"),
+    [
+        (10**18, True),  # an exabyte file around 100 real bytes
+        (2**31, True),  # part 1 (100 bytes) of a "2 GiB" file
+        (2**31, False),  # a single-part "2 GiB" article holding 100 bytes
+    ],
+)
+def test_hostile_yenc_sizes_cost_the_file_not_the_run(inn: InnServer, tmp_path: Path, size: int, ypart: bool) -> None:
     good = build(inn, "good.bin", os.urandom(PART))
-    # Claims a file of 10**18 bytes (an exabyte) around 100 real ones.
     payload = os.urandom(100)
     encoded, crc = sabctools.yenc_encode(payload)
-    body = (
-        b"=ybegin part=1 total=1 line=128 size=1000000000000000000 name=huge.bin\r\n=ypart begin=1 end=100\r\n"
-        + encoded
-        + b"\r\n=yend size=100 part=1 pcrc32=%08x\r\n" % crc
-    )
+    head = b"=ybegin part=1 total=1 line=128 size=%d name=huge.bin\r\n" % size
+    if ypart:
+        head += b"=ypart begin=1 end=100\r\n"
+    body = head + encoded + b"\r\n=yend size=100 part=1 pcrc32=%08x\r\n" % crc
     huge_id = fresh_message_id("huge")
     article = make_article(huge_id, body, group=inn.group, subject='"huge.bin" yEnc (1/1)')
     huge = Posted("huge.bin", payload, '"huge.bin" yEnc ({i}/{n})', [(1, len(article), huge_id)], [article])
@@ -249,12 +254,16 @@ def test_hostile_yenc_sizes_cost_the_file_not_the_run(inn: InnServer, tmp_path: 
     post(inn, huge)
     files = write_nzb(tmp_path / "t.nzb", inn, huge, good)
 
-    s = download_nzb(files, tmp_path / "dest", [spec(inn)], connections=2)
+    with RssPeak() as rss:
+        s = download_nzb(files, tmp_path / "dest", [spec(inn)], connections=2)
 
     assert s.files_ok == ["good.bin"]
     assert [name for name, _ in s.files_damaged] == ["huge.bin"]
-    assert visible(tmp_path / "dest") == {"good.bin"}  # no exabyte file, not even an empty .part
-    assert "size=" in s.failures[0].reason
+    assert visible(tmp_path / "dest") == {"good.bin"}  # no sparse monster, not even an empty .part
+    (failure,) = s.failures
+    assert f"{size:,}" in failure.reason or str(size) in failure.reason
+    assert "\n" not in failure.reason
+    assert rss.growth < 50 * 1024 * 1024  # nothing sized by the claim was allocated
 
 
 def test_resume_skips_parts_already_written(inn: InnServer, tmp_path: Path) -> None:
@@ -328,8 +337,8 @@ def test_auth_failure_raises_typed_error(inn: InnServer, tmp_path: Path) -> None
 
 @pytest.fixture
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(nzbget, "_BACKOFF_BASE", 0.05)
-    monkeypatch.setattr(nzbget, "_BACKOFF_CAP", 0.2)
+    monkeypatch.setattr(fetch, "BACKOFF_BASE", 0.05)
+    monkeypatch.setattr(fetch, "BACKOFF_CAP", 0.2)
 
 
 @pytest.mark.usefixtures("fast_backoff")
@@ -371,15 +380,20 @@ def test_interrupt_saves_progress_and_the_next_run_resumes(inn: InnServer, tmp_p
         if p.articles_done >= 1:
             raise KeyboardInterrupt
 
+    ids = [m for _, _, m in a.segments]
+    # The client's first bytes: one STAT (a plain command settles login/MODE
+    # READER), then a window of 8 pipelined BODYs. It sends more only after
+    # replies came in, so the server data that follows more client bytes is
+    # held while the replies already in have been handled: Ctrl-C lands then.
+    first = len(f"STAT {ids[0]}\r\n") + sum(len(f"BODY {m}\r\n") for m in ids[:8])
     with FaultProxy(inn.host, inn.port) as proxy:
-        # The first BODY goes alone (61 bytes) and is answered; the replies to
-        # the pipelined batch behind it are held, and Ctrl-C lands meanwhile.
-        proxy.stall(0.5, after_client_bytes=100)
-        via = ServerSpec(name="proxy", host="127.0.0.1", port=proxy.port, timeout=5.0)
+        proxy.stall(5.0, after_client_bytes=first + 1)
+        via = ServerSpec(name="proxy", host="127.0.0.1", port=proxy.port, timeout=10.0)
         with pytest.raises(InterruptedByUser):
             download_nzb(files, dest, [via], connections=1, progress=ctrl_c)
+        assert proxy.faults_fired.get("stall") == 1
     saved = json.loads((dest / "halted.bin.part.json").read_text())["done"]
-    # Replies already in flight are still written before the sidecar is saved.
+    # What was written before Ctrl-C is saved; the stalled rest is not.
     assert 1 <= len(saved) < 20 and not (dest / "halted.bin").exists()
 
     s = download_nzb(files, dest, [spec(inn)], connections=2)

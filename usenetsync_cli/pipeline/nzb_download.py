@@ -14,15 +14,15 @@ How it runs:
    A final name that already exists is never overwritten: if its size (and
    yEnc whole-file CRC, when the poster gave one) match the first article,
    the file counts as done ("present"); otherwise a free variant is used.
-2. Fetch. Segments go to a shared queue; one thread per connection feeds
-   that queue into ``Connection.body_many`` (pipelined) and decodes each
-   body in the same thread (sabctools releases the GIL). A missing article
-   (430), a CRC mismatch or an undecodable body is retried once on another
-   connection (another server when there is one), then recorded as a
-   failure of that part. A dropped or timed-out connection reconnects after
-   a backoff (never at once) and its unanswered requests go back to the
-   queue; a connection that cannot get back (or is refused: auth, 502)
-   retires and the others carry on.
+2. Fetch. Segments stream (one generator over the NZB, never a list of
+   them) into the fetch engine (pipeline/fetch.py): pipelined BODY decoded
+   by sabctools straight from the socket, the exact pure-Python decoder
+   where sabctools cannot be trusted, each reply bounded by the segment's
+   NZB ``bytes`` plus headroom (``segment_limit``). A missing article (430),
+   a CRC mismatch, an undecodable or oversized body is retried once on
+   another connection (another server when there is one), then recorded as
+   a failure of that part. Reconnects, backoff and retiring connections are
+   the engine's.
 3. Write. Each part is ``os.pwrite``-n at ``begin - 1`` into
    ``dest/NAME.part``, a sparse file sized from the yEnc ``size=``.
 4. Finish. When every part of a file is written, the parts must tile
@@ -47,8 +47,9 @@ Invariants:
   numbers and Message-IDs) and the ``.part`` has the recorded size.
 - Resume: ``NAME.part`` + a trusted sidecar means the parts it lists are
   not fetched again; a damaged file's next run fetches only what it lacks.
-- Memory: one queue entry per segment, plus at most ``window`` bodies per
-  connection and one decoded probe article per file of a probe batch (<= 64).
+- Memory: the per-file state (done/failed part numbers), the engine's
+  bounded queue, at most ``window`` replies per connection each under its
+  bound, and one decoded probe article per file of a probe batch (<= 64).
 """
 
 from __future__ import annotations
@@ -58,32 +59,27 @@ import hashlib
 import json
 import os
 import queue
-import random
 import re
 import threading
 import time
 import zlib
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import sabctools
 
-from usenetsync_cli.core.article import DecodedPart, decode_yenc_part
 from usenetsync_cli.core.nzb import NzbFile, NzbSegment
 from usenetsync_cli.errors import (
     ConfigError,
     DiskFullError,
     InputPathError,
     InterruptedByUser,
-    NetworkError,
     UsenetSyncError,
 )
-from usenetsync_cli.nntp import Backoff, Connection, NNTPError, ServerSpec, TooManyConnections
-from usenetsync_cli.pipeline.poster import open_connection
+from usenetsync_cli.nntp import BODY_MAX_BYTES, Article, ServerSpec
+from usenetsync_cli.pipeline.fetch import FetchJob, FetchPool
 
 __all__ = [
     "NzbProgress",
@@ -91,6 +87,7 @@ __all__ = [
     "PartFailure",
     "download_nzb",
     "safe_filename",
+    "segment_limit",
 ]
 
 PART_SUFFIX = ".part"
@@ -98,12 +95,21 @@ SIDECAR_SUFFIX = ".part.json"
 _SIDECAR_FORMAT = 1
 _SAVE_EVERY_S = 3.0  # sidecar rewrite interval: bounds what a crash refetches
 _PROBE_TRIES = 3  # segments tried per file to learn a yEnc name before giving up
-_MAX_RECONNECTS = 3  # consecutive failed reconnects before a connection gives up
-_BACKOFF_BASE, _BACKOFF_CAP = 0.5, 10.0  # seconds; never reconnect at once (DESIGN.md §7)
 _WINDOW = 8  # pipelined BODY requests per connection
 _NAME_MAX = 255 - len(SIDECAR_SUFFIX)  # bytes: NAME.part.json must still fit NAME_MAX
 _TICK_S = 0.1
-_RETRY_SCAN = 64
+
+
+def segment_limit(nzb_bytes: int) -> int:
+    """The byte bound of one segment's BODY reply: the NZB's ``bytes`` plus headroom.
+
+    ``bytes`` is the article's size by convention (headers included), but some
+    tools write the decoded size (~3 % less) or round; a quarter more plus
+    64 KiB covers them. An NZB without sizes gets the client's default bound.
+    """
+    if nzb_bytes <= 0:
+        return BODY_MAX_BYTES
+    return nzb_bytes + nzb_bytes // 4 + 64 * 1024
 
 
 # --- public results -----------------------------------------------------------------------------
@@ -239,7 +245,7 @@ class _File:
         self.done: dict[int, tuple[int, int, int]] = {}  # number -> (begin, end, crc32)
         self.failed: dict[int, str] = {}
         self.saved_count = 0  # len(done) at the last sidecar save
-        self.probe: tuple[int, DecodedPart] | None = None
+        self.probe: tuple[int, Article] | None = None
         self.probe_tried: set[int] = set()
         self.finished = False  # handed to the main thread for finalisation
         self.outcome: str | None = None  # "ok" | "present" | "damaged"
@@ -317,7 +323,7 @@ class _File:
 
     # -- writing (worker threads)
 
-    def write(self, number: int, part: DecodedPart) -> str | None:
+    def write(self, number: int, part: Article) -> str | None:
         """Write one verified part; returns a failure reason instead when it does not fit."""
         with self.lock:
             if number in self.done:
@@ -429,210 +435,20 @@ def _crc32_of(path: Path) -> int:
     return crc
 
 
-# --- the connection pool ------------------------------------------------------------------------
+# --- fetch jobs ---------------------------------------------------------------------------------
 
 
 @dataclass(eq=False, slots=True)
-class _Job:
+class _Part:
+    """A fetch job's tag: which segment of which file, and whether it only probes the name."""
+
     file: _File
     seg: NzbSegment
     probe: bool = False
-    failed_on: int = -1  # slot index of the first failure, -1 if none
-    failed_server: str | None = None
 
 
-class _Slot:
-    def __init__(self, index: int, spec: ServerSpec) -> None:
-        self.index = index
-        self.spec = spec
-        self.conn: Connection | None = None
-        self.alive = True
-        self.error: NNTPError | None = None
-
-
-Handler = Callable[[_Job, bytes | None], str | None]
-Failer = Callable[[_Job, str], None]
-
-
-class _Pool:
-    """N connection threads draining a shared job queue; a run ends when every job is settled."""
-
-    def __init__(self, specs: Sequence[ServerSpec], connections: int | None, stop: threading.Event) -> None:
-        slots: list[ServerSpec] = []
-        if connections is None:
-            for spec in specs:
-                slots.extend([spec] * spec.connections)
-        else:
-            slots = [specs[i % len(specs)] for i in range(max(1, connections))]
-        self.slots = [_Slot(i, s) for i, s in enumerate(slots)]
-        self.stop = stop
-        self.cond = threading.Condition()
-        self.queue: deque[_Job] = deque()
-        self.retries: deque[_Job] = deque()
-        self.pending = 0
-        self.fatal: BaseException | None = None
-
-    @property
-    def alive(self) -> list[_Slot]:
-        return [s for s in self.slots if s.alive]
-
-    def close(self) -> None:
-        for slot in self.slots:
-            if slot.conn is not None:
-                slot.conn.quit()
-                slot.conn = None
-
-    def run(self, jobs: list[_Job], handle: Handler, fail: Failer, tick: Callable[[], None]) -> None:
-        """Fetch every job; ``handle`` decodes/writes (worker threads), ``tick`` runs here."""
-        if not jobs:
-            return
-        live = self.alive
-        if not live:
-            self._raise_dead()
-        with self.cond:
-            self.queue.extend(jobs)
-            self.pending = len(jobs)
-        threads = [
-            threading.Thread(
-                target=self._work, args=(s, handle, fail), name=f"nzb-{s.spec.name}-{s.index}", daemon=True
-            )
-            for s in live[: len(jobs)]
-        ]
-        for t in threads:
-            t.start()
-        try:
-            while True:
-                with self.cond:
-                    if self.pending == 0 or self.fatal is not None or not any(t.is_alive() for t in threads):
-                        break
-                    self.cond.wait(_TICK_S)
-                tick()
-        finally:
-            with self.cond:
-                abort = self.pending > 0
-                if abort:
-                    self.stop.set()  # workers stop feeding; in-flight replies drain
-                self.cond.notify_all()
-            for t in threads:
-                t.join(timeout=60 if abort else None)
-            if abort:
-                self.stop.clear()
-                self.queue.clear()
-                self.retries.clear()
-        if self.fatal is not None:
-            raise self.fatal
-        if self.pending:
-            self._raise_dead()
-
-    def _raise_dead(self) -> None:
-        errors = [s.error for s in self.slots if s.error is not None]
-        if errors:
-            raise errors[0]
-        raise NetworkError("every connection stopped before the download finished")  # pragma: no cover
-
-    # -- worker thread
-
-    def _can_take(self, slot: _Slot, job: _Job) -> bool:
-        """A retry goes to another server if one is alive, else to another connection."""
-        others = [s for s in self.slots if s.alive and s is not slot]
-        if not others:
-            return True
-        if job.failed_server is not None and job.failed_server != slot.spec.name:
-            return True
-        if any(s.spec.name != job.failed_server for s in others):
-            return False  # leave it for a connection to another server
-        return slot.index != job.failed_on
-
-    def _take(self, slot: _Slot) -> _Job | None:
-        # Only the head of the retry list is scanned, so a pile of retries this
-        # slot may not take costs O(1) per job; the slots that may take them
-        # drain the head.
-        for i, job in enumerate(islice(self.retries, _RETRY_SCAN)):
-            if self._can_take(slot, job):
-                del self.retries[i]
-                return job
-        return self.queue.popleft() if self.queue else None
-
-    def _has_work(self, slot: _Slot) -> bool:
-        return bool(self.queue) or any(self._can_take(slot, j) for j in islice(self.retries, _RETRY_SCAN))
-
-    def _feed(self, slot: _Slot, sent: deque[_Job]) -> Iterator[str]:
-        while True:
-            with self.cond:
-                if self.stop.is_set():
-                    return
-                job = self._take(slot)
-            if job is None:
-                return
-            sent.append(job)
-            yield job.seg.message_id
-
-    def _work(self, slot: _Slot, handle: Handler, fail: Failer) -> None:
-        backoff = Backoff(base=_BACKOFF_BASE, cap=_BACKOFF_CAP, rand=random.Random().random)
-        sent: deque[_Job] = deque()
-        try:
-            while True:
-                with self.cond:
-                    while not (self.pending == 0 or self.stop.is_set() or self._has_work(slot)):
-                        self.cond.wait(0.5)
-                    if self.pending == 0 or self.stop.is_set():
-                        return
-                try:
-                    if slot.conn is None:
-                        slot.conn = open_connection(slot.spec)
-                    for _mid, body in slot.conn.body_many(self._feed(slot, sent), window=_WINDOW):
-                        job = sent.popleft()
-                        self._settle(slot, job, handle(job, body), fail)
-                    backoff.reset()
-                except NNTPError as e:
-                    if slot.conn is not None:
-                        slot.conn.close()
-                        slot.conn = None
-                    with self.cond:
-                        # Not an attempt: the jobs go back untouched for any connection.
-                        self.queue.extendleft(reversed(sent))
-                        sent.clear()
-                        self.cond.notify_all()
-                    with self.cond:
-                        # "Too many connections": this one retires so the others
-                        # fit, unless it is the last; then it waits and retries.
-                        last = sum(1 for s in self.slots if s.alive) == 1
-                    if e.retryable and backoff.attempts < _MAX_RECONNECTS and (
-                        last or not isinstance(e, TooManyConnections)
-                    ):
-                        self.stop.wait(backoff.next_delay())
-                        continue
-                    with self.cond:
-                        slot.alive = False
-                        slot.error = e
-                        self.cond.notify_all()
-                    return
-        except BaseException as e:  # disk full, unwritable dest, a bug: stop everything
-            with self.cond:
-                self.queue.extendleft(reversed(sent))
-                if self.fatal is None:
-                    self.fatal = e
-                self.stop.set()
-                self.cond.notify_all()
-
-    def _settle(self, slot: _Slot, job: _Job, reason: str | None, fail: Failer) -> None:
-        if reason is None:
-            with self.cond:
-                self.pending -= 1
-                if self.pending == 0:
-                    self.cond.notify_all()
-            return
-        if job.failed_on < 0:
-            job.failed_on, job.failed_server = slot.index, slot.spec.name
-            with self.cond:
-                self.retries.append(job)
-                self.cond.notify_all()
-            return
-        fail(job, reason)
-        with self.cond:
-            self.pending -= 1
-            if self.pending == 0:
-                self.cond.notify_all()
+def _job(f: _File, seg: NzbSegment, probe: bool = False) -> FetchJob:
+    return FetchJob(seg.message_id, segment_limit(seg.bytes), _Part(f, seg, probe))
 
 
 # --- the download -------------------------------------------------------------------------------
@@ -643,7 +459,7 @@ class _Download:
         self,
         files: list[NzbFile],
         dest: Path,
-        pool: _Pool,
+        pool: FetchPool,
         progress: ProgressFn | None,
         clock: Callable[[], float],
     ) -> None:
@@ -719,10 +535,10 @@ class _Download:
                         seg = next((s for s in f.nzb.segments if s.number not in f.probe_tried), None)
                         if seg is not None:
                             f.probe_tried.add(seg.number)
-                            jobs.append(_Job(f, seg, probe=True))
+                            jobs.append(_job(f, seg, probe=True))
                 if not jobs:
                     break
-                self.pool.run(jobs, self._handle, lambda job, reason: None, self._tick)
+                self.pool.run(jobs, self._handle, lambda job, reason: None, self._tick, _TICK_S)
             for f in group:  # NZB order, so collisions resolve the same way every run
                 self._name_probed(f)
 
@@ -762,42 +578,44 @@ class _Download:
                     self._count(part)
                     self._written(f)
                 else:
-                    self._fail(_Job(f, NzbSegment(number, 0, "")), reason)
+                    self._part_failed(f, number, 0, reason)
 
     # -- per-article work (worker threads)
 
-    def _handle(self, job: _Job, body: bytes | None) -> str | None:
-        if body is None:
+    def _handle(self, job: FetchJob, part: Article | None) -> str | None:
+        """An answer from the engine (worker thread): write it, or say why it is no use."""
+        tag: _Part = job.tag
+        if part is None:
             return "article missing on the server (430)"
-        try:
-            part = decode_yenc_part(body)
-        except (UsenetSyncError, ValueError) as e:  # hostile input must not stop the run
-            return f"not a usable yEnc article: {e}"
         if part.expected_crc is not None and not part.crc_ok:
             return f"CRC mismatch: crc32 {part.crc32:08x}, the poster's pcrc32 {part.expected_crc:08x}"
         with self._counter_lock:
             self.summary.articles += 1
-            self.settled_bytes += job.seg.bytes
-        if job.probe:
-            with job.file.lock:
-                job.file.probe = (job.seg.number, part)
+            self.settled_bytes += tag.seg.bytes
+        if tag.probe:
+            with tag.file.lock:
+                tag.file.probe = (tag.seg.number, part)
             return None
-        reason = job.file.write(job.seg.number, part)
+        reason = tag.file.write(tag.seg.number, part)
         if reason is None:
             self._count(part)
-            self._written(job.file)
+            self._written(tag.file)
         return reason
 
-    def _count(self, part: DecodedPart) -> None:
+    def _count(self, part: Article) -> None:
         with self._counter_lock:
             self.summary.bytes += len(part.payload)
 
-    def _fail(self, job: _Job, reason: str) -> None:
+    def _fail(self, job: FetchJob, reason: str) -> None:
+        """Every try of a segment failed (calling thread)."""
+        tag: _Part = job.tag
+        self._part_failed(tag.file, tag.seg.number, tag.seg.bytes, reason)
+
+    def _part_failed(self, f: _File, number: int, nbytes: int, reason: str) -> None:
         with self._counter_lock:
-            self.settled_bytes += job.seg.bytes
-        f = job.file
+            self.settled_bytes += nbytes
         with f.lock:
-            f.failed[job.seg.number] = reason
+            f.failed[number] = reason
         self._written(f)
 
     def _written(self, f: _File) -> None:
@@ -846,7 +664,7 @@ class _Download:
                 files_done=sum(1 for f in self.files if f.outcome is not None),
                 files_total=len(self.files),
                 failed_parts=sum(len(f.failed) for f in self.files),
-                connections=len(self.pool.alive),
+                connections=self.pool.alive,
                 elapsed_s=now - self.t0,
             )
         )
@@ -896,21 +714,21 @@ class _Download:
         try:
             self.assign_names()
             self.phase = "download"
-            jobs: list[_Job] = []
+            todo = 0
             for f in self.files:
                 if f.outcome is not None:
                     continue
                 self.summary.parts_resumed += len(f.done)
                 for seg in f.nzb.segments:
                     if seg.number not in f.done and seg.number not in f.failed:
-                        jobs.append(_Job(f, seg))
+                        todo += 1
                         self.bytes_total += seg.bytes
                 if f.settled():  # everything was on disk already (crash before the rename)
                     self._written(f)
             # Probe articles were fetched already; they count on both sides.
-            self.articles_total = len(jobs) + self.summary.articles
+            self.articles_total = todo + self.summary.articles
             self.bytes_total += self.settled_bytes
-            self.pool.run(jobs, self._handle, self._fail, self._tick)
+            self.pool.run(self._jobs(), self._handle, self._fail, self._tick, _TICK_S)
             self._tick()
             for f in self.files:
                 if f.outcome is None:
@@ -932,6 +750,15 @@ class _Download:
             for f in self.files:
                 f.close()
         return self._summarize()
+
+    def _jobs(self) -> Iterator[FetchJob]:
+        """The segments still to fetch, streamed: the engine pulls them as its queue has room."""
+        for f in self.files:
+            if f.outcome is not None:
+                continue
+            for seg in f.nzb.segments:
+                if seg.number not in f.done and seg.number not in f.failed:
+                    yield _job(f, seg)
 
     def _save_all(self) -> None:
         for f in self.files:
@@ -987,8 +814,7 @@ def download_nzb(
         raise InputPathError(f"cannot create the destination {dest}: {e.strerror or e}") from None
     if not dest.is_dir():
         raise InputPathError(f"the destination {dest} is not a folder")
-    stop = threading.Event()
-    pool = _Pool(specs, connections, stop)
+    pool = FetchPool(specs, connections, window=_WINDOW, file_crc=True)
     try:
         return _Download(files, dest, pool, progress, clock).run()
     finally:

@@ -1,0 +1,232 @@
+"""Settling layouts: a file's generation becomes its published content once it is whole.
+
+Owns: deciding, after an upload's rounds (and before a share version is
+published), which files' current layout generation is *done* — every one of
+its segments (or its pack) posted, STAT-verified and carrying a BLAKE3 hash
+— computing their content hashes (core/hashing.py), retiring the rows of
+older generations, and naming the files that kept changing (``unstable``).
+It also backfills the BLAKE3 hash of live segments whose hash is unknown (an
+article a crashed run had in flight, found present by STAT) or a legacy
+xxh3 (a state made before shard schema v5), from the article itself:
+BODY, CRC, AES-GCM under its place, then BLAKE3 of the plaintext that is
+really on the server.
+
+Rules, per unsettled file (``files_unsettled`` index: present regular files
+whose ``done_gen`` is not their ``gen``):
+- planned from another stat than the indexed one (it changed during the
+  upload and the rounds ran out, or it could not be read): ``unstable``,
+  and its unfinished generation is abandoned (the next upload plans it
+  anew); a share keeps its done generation (the last consistent content),
+  if any;
+- every row of the current generation verified and hashed, covering the
+  planned size: done (``done_gen``, ``done_size``, ``done_mtime_ns``,
+  ``content_hash``), ``unstable`` cleared, older generations superseded
+  (a pack only once no file's current or done generation is in it);
+- otherwise still pending (the upload is incomplete; nothing changes).
+
+Commit point: one transaction per shard per page of unsettled files; the
+backfill commits each page of hashes it computed. Re-running settles what a
+crash left unsettled; nothing here is lost by a crash.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import apsw
+
+from usenetsync_cli.core.article import decode_yenc_article
+from usenetsync_cli.core.crypto import open_segment, place_aad
+from usenetsync_cli.core.hashing import file_content_hash, is_crypto_hash, pack_hash, piece_hash
+from usenetsync_cli.core.msgid import segment_message_id
+from usenetsync_cli.errors import UsenetSyncError
+from usenetsync_cli.nntp import Connection, ServerSpec
+from usenetsync_cli.pipeline.encode import FolderContext
+from usenetsync_cli.pipeline.plan import abandon_generation, supersede_pack_if_unneeded
+from usenetsync_cli.pipeline.poster import open_connection
+from usenetsync_cli.store import catalog
+from usenetsync_cli.store.db import keyset_pages
+from usenetsync_cli.store.segments import PAGE
+from usenetsync_cli.store.state import State
+
+_UNSETTLED = (
+    "SELECT file_id, dir_id, name, size, mtime_ns, ctime_ns, inode, plan_size, plan_mtime_ns, plan_ctime_ns,"
+    " plan_inode, gen FROM files"
+    " WHERE folder_id=? AND present=1 AND kind=0 AND plan_size IS NOT NULL AND done_gen IS NOT gen AND file_id>?"
+    " ORDER BY file_id LIMIT ?"
+)
+_GEN_SEGMENTS = "SELECT seg_id, idx, length, state, hash FROM segments WHERE file_id=? AND gen=? AND state<>4 ORDER BY idx"
+_GEN_MEMBER = (
+    "SELECT m.seg_id, m.length, s.state, m.hash, s.hash FROM pack_members m JOIN segments s ON s.seg_id=m.seg_id"
+    " WHERE m.file_id=? AND m.gen=? AND s.state<>4"
+)
+_DONE = (
+    "UPDATE files SET done_gen=gen, done_size=plan_size, done_mtime_ns=plan_mtime_ns, content_hash=?, unstable=0"
+    " WHERE file_id=?"
+)
+_UNSTABLE = "UPDATE files SET unstable=1 WHERE file_id=?"
+_RETIRE_SEGMENTS = "UPDATE segments SET state=4 WHERE file_id=? AND gen<>? AND state<>4"
+_OLD_PACKS = "SELECT DISTINCT seg_id FROM pack_members WHERE file_id=? AND gen<>?"
+_NEEDS_HASH = (
+    "SELECT seg_id, file_id, attempt, server_msgid, hash FROM segments"
+    " WHERE folder_id=? AND state=2 AND seg_id>? AND (hash IS NULL OR length(hash)<>32) ORDER BY seg_id LIMIT ?"
+)
+
+
+@dataclass
+class SettleSummary:
+    settled: int = 0
+    pending: int = 0
+    unstable: list[str] = field(default_factory=list)  # relative paths (display form), first 100
+    unstable_count: int = 0
+    backfilled: int = 0
+    unavailable: list[str] = field(default_factory=list)  # segments whose hash could not be learnt
+
+
+def settle_folder(
+    state: State, folder: catalog.Folder, ctx: FolderContext, spec: ServerSpec | None, *, after_upload: bool = False
+) -> SettleSummary:
+    """Settle every unsettled file of ``folder`` (see the module rules); ``spec`` serves backfills.
+
+    Only an upload (``after_upload``) marks files unstable: it is what saw them
+    change. Elsewhere (publishing) a file planned from an older stat is just
+    not uploaded yet.
+    """
+    s = SettleSummary()
+    if spec is not None and _any_needs_hash(state, folder.folder_id):
+        backfill_hashes(state, folder, ctx, spec, s)
+    dirs: dict[int, bytes] = {}
+    for conn in state.shards:
+        for rows in keyset_pages(conn, _UNSETTLED, (folder.folder_id,), PAGE):
+            with conn:
+                for row in rows:
+                    verdict = _settle_one(conn, row, after_upload)
+                    if verdict == "done":
+                        s.settled += 1
+                    elif verdict == "pending":
+                        s.pending += 1
+                    else:
+                        s.unstable_count += 1
+                        if len(s.unstable) < 100:
+                            s.unstable.append(_relpath(state, dirs, row[1], row[2]))
+    return s
+
+
+def _settle_one(conn: apsw.Connection, row: tuple[Any, ...], after_upload: bool) -> str:
+    file_id, _d, _n, size, mtime, ctime, ino, psize, pmtime, pctime, pino, gen = row
+    if (size, mtime, ctime, ino) != (psize, pmtime, pctime, pino):
+        if not after_upload:
+            return "pending"
+        conn.execute(_UNSTABLE, (file_id,))
+        abandon_generation(conn, file_id, gen)
+        return "unstable"
+    pieces = _whole_pieces(conn, file_id, gen, psize)
+    if pieces is None:
+        return "pending"
+    conn.execute(_DONE, (file_content_hash(psize, pieces), file_id))
+    conn.execute(_RETIRE_SEGMENTS, (file_id, gen))
+    for (seg_id,) in conn.execute(_OLD_PACKS, (file_id, gen)).fetchall():
+        supersede_pack_if_unneeded(conn, seg_id)
+    return "done"
+
+
+def _whole_pieces(conn: apsw.Connection, file_id: int, gen: int, size: int) -> list[bytes] | None:
+    """The piece hashes of generation ``gen`` if it is whole, verified and hashed; else None."""
+    if size == 0:
+        return []
+    segs = conn.execute(_GEN_SEGMENTS, (file_id, gen)).fetchall()
+    if segs:
+        whole = (
+            [idx for _s, idx, _l, _st, _h in segs] == list(range(len(segs)))
+            and sum(n for _s, _i, n, _st, _h in segs) == size
+            and all(st == 2 and is_crypto_hash(h) for _s, _i, _n, st, h in segs)
+        )
+        return [h for *_rest, h in segs] if whole else None
+    member = conn.execute(_GEN_MEMBER, (file_id, gen)).fetchall()
+    if len(member) != 1:
+        return None
+    _seg, length, st, mh, ph = member[0]
+    if st != 2 or length != size or not is_crypto_hash(mh) or not is_crypto_hash(ph):
+        return None
+    return [mh]
+
+
+def _relpath(state: State, dirs: dict[int, bytes], dir_id: int, name: bytes) -> str:
+    if dir_id not in dirs:
+        r = state.catalog.execute("SELECT relpath FROM dirs WHERE dir_id=?", (dir_id,)).fetchall()
+        dirs[dir_id] = r[0][0] if r else b""
+    base = dirs[dir_id]
+    return os.fsdecode(base + b"/" + name if base else name)
+
+
+# ---------------------------------------------------------------- backfill
+
+
+def _any_needs_hash(state: State, folder_id: int) -> bool:
+    return any(next(keyset_pages(conn, _NEEDS_HASH, (folder_id,), 1), None) for conn in state.shards)
+
+
+def backfill_hashes(state: State, folder: catalog.Folder, ctx: FolderContext, spec: ServerSpec, s: SettleSummary) -> None:
+    """BLAKE3 of the plaintext on the server for verified segments whose hash is unknown or legacy.
+
+    An article that cannot be fetched or does not authenticate keeps its old
+    hash and is marked for repair (``check_result`` 0 missing, 2 damaged), so
+    its file does not settle until ``verify --repair`` brought it back.
+    """
+    conn: Connection | None = None
+    try:
+        for shard, sconn in enumerate(state.shards):
+            for rows in keyset_pages(sconn, _NEEDS_HASH, (folder.folder_id,), PAGE):
+                if conn is None:
+                    conn = open_connection(spec)
+                ids = {
+                    (server or segment_message_id(ctx.keys.msgid_key, ctx.domains, shard, seg_id, att)): (seg_id, fid)
+                    for seg_id, fid, att, server, _h in rows
+                }
+                seg_updates: list[tuple[bytes, int]] = []
+                member_updates: list[tuple[bytes, int, int]] = []
+                bad: list[tuple[int, int]] = []
+                for mid, body in conn.body_many(list(ids), window=8):
+                    seg_id, file_id = ids[mid]
+                    plain = _open_article(ctx, shard, seg_id, body)
+                    if plain is None:
+                        bad.append((0 if body is None else 2, seg_id))
+                        if len(s.unavailable) < 20:
+                            s.unavailable.append(f"segment {shard}:{seg_id}")
+                        continue
+                    if file_id is not None:
+                        seg_updates.append((piece_hash(plain), seg_id))
+                        continue
+                    view = memoryview(plain)
+                    members = sconn.execute(
+                        "SELECT file_id, pack_offset, length FROM pack_members WHERE seg_id=? ORDER BY pack_offset",
+                        (seg_id,),
+                    ).fetchall()
+                    hashed = [(fid, off, n, piece_hash(view[off : off + n])) for fid, off, n in members]
+                    member_updates += [(h, seg_id, fid) for fid, _o, _n, h in hashed]
+                    seg_updates.append((pack_hash(len(view), [(off, n, h) for _f, off, n, h in hashed]), seg_id))
+                with sconn:
+                    sconn.executemany("UPDATE segments SET hash=? WHERE seg_id=?", seg_updates)
+                    sconn.executemany("UPDATE pack_members SET hash=? WHERE seg_id=? AND file_id=?", member_updates)
+                    sconn.executemany(
+                        "UPDATE segments SET check_result=?, error='cannot learn its hash: article missing or damaged'"
+                        " WHERE seg_id=?", bad,
+                    )
+                s.backfilled += len(seg_updates)
+    finally:
+        if conn is not None:
+            conn.quit()
+
+
+def _open_article(ctx: FolderContext, shard: int, seg_id: int, body: bytes | None) -> bytes | None:
+    if body is None:
+        return None
+    try:
+        sealed, _name, crc_ok = decode_yenc_article(body)
+        if not crc_ok:
+            return None
+        return open_segment(ctx.keys.aesgcm, place_aad(ctx.uid, shard, seg_id), sealed)
+    except UsenetSyncError:
+        return None

@@ -37,6 +37,7 @@ Usage:
     python3 benchmarks/bench_upload.py                    # 1 GiB + 10k small files, 5 runs
     python3 benchmarks/bench_upload.py --quick            # 256 MiB + 10k small files, 3 runs
     python3 benchmarks/bench_upload.py --runs 3 --json --profile
+    git worktree add /tmp/prev HEAD~1 && python3 benchmarks/bench_upload.py --quick --compare-code /tmp/prev
 """
 
 from __future__ import annotations
@@ -429,18 +430,19 @@ print(json.dumps({"wall_s": wall, "cpu_user_s": u1 - u0, "cpu_sys_s": s1 - s0, "
 """
 
 
-def _child_env() -> dict[str, str]:
+def _child_env(code: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("USENETSYNC_HOME", None)
-    # The benchmark measures the working tree, installed or not.
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    # The benchmark measures the working tree (or, with --compare-code, another checkout), installed or not.
+    env["PYTHONPATH"] = str(code or REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
 
-def run_child(source: str, spec: dict[str, Any], *, prefix: list[str] | None = None) -> dict[str, Any]:
+def run_child(source: str, spec: dict[str, Any], *, prefix: list[str] | None = None,
+              code: Path | None = None) -> dict[str, Any]:
     proc = subprocess.run(
         [*(prefix or []), sys.executable, "-c", source, json.dumps(spec)],
-        capture_output=True, text=True, env=_child_env(), cwd=str(REPO),
+        capture_output=True, text=True, env=_child_env(code), cwd=str(code or REPO),
     )
     if proc.returncode != 0:
         raise RuntimeError(f"child {spec.get('kind')} failed ({proc.returncode}):\n{proc.stderr.strip()[-4000:]}")
@@ -485,18 +487,19 @@ def settle() -> None:
     os.sync()
 
 
-def fresh_home(workdir: Path, root: Path, tag: str) -> Path:
+def fresh_home(workdir: Path, root: Path, tag: str, code: Path | None = None) -> Path:
     """A new state home with ``root`` indexed (indexing is not part of any timing)."""
     home = Path(tempfile.mkdtemp(prefix=f"home-{tag}-", dir=workdir))
-    run_child(_CHILD_INDEX, {"kind": "index", "home": str(home), "root": str(root)})
+    run_child(_CHILD_INDEX, {"kind": "index", "home": str(home), "root": str(root)}, code=code)
     return home
 
 
 def run_ours(
     workdir: Path, root: Path, tag: str, host: str, port: int, connections: int, check_delay: float,
     *, server_cpu: Callable[[], float | None] | None = None, prefix: list[str] | None = None,
+    code: Path | None = None,
 ) -> dict[str, Any]:
-    home = fresh_home(workdir, root, tag)
+    home = fresh_home(workdir, root, tag, code)
     warm(root)
     settle()
     try:
@@ -505,7 +508,7 @@ def run_ours(
             _CHILD_UPLOAD,
             {"kind": f"ours-{tag}", "home": str(home), "root": str(root), "host": host, "port": port,
              "connections": connections, "group": GROUP, "segment_size": SEGMENT_SIZE, "check_delay": check_delay},
-            prefix=prefix,
+            prefix=prefix, code=code,
         )
         c1 = server_cpu() if server_cpu else None
     finally:
@@ -572,7 +575,7 @@ def run_baseline(
 
 def bench_folder(
     workdir: Path, fs: FolderSpec, root: Path, runs: int, connections: int, check_delay: float,
-    sink_check_delay: float, sink: Sink,
+    sink_check_delay: float, sink: Sink, compare: Path | None = None,
 ) -> dict[str, Any]:
     print(f"\n== {fs.name}: {fs.files:,} files", flush=True)
     # Untimed warm-up into the sink: loads the interpreter and libraries into
@@ -583,6 +586,8 @@ def bench_folder(
     print(f"  plan: {n_art:,} articles, mean payload {mean_payload:,} B (warm-up into the sink: "
           f"{w['mb_s']:.0f} MB/s)", flush=True)
     series = {k: Series(k) for k in ("ours_inn", "base_inn", "ours_sink", "base_sink")}
+    if compare is not None:
+        series["prev_sink"] = Series("prev_sink")
     loads: list[float] = []
     for i in range(runs):
         loads.append(os.getloadavg()[0])
@@ -604,6 +609,14 @@ def bench_folder(
             else:
                 series["base_sink"].runs.append(
                     run_baseline("127.0.0.1", sink.port, connections, n_art, mean_payload, server_cpu=sink.cpu_s))
+        if compare is not None:
+            # The other checkout's upload into the same sink, in the same iteration.
+            series["prev_sink"].runs.append(
+                run_ours(workdir, root, f"{fs.name}-prev", "127.0.0.1", sink.port, connections, sink_check_delay,
+                         server_cpu=sink.cpu_s, code=compare))
+            prev, cur = series["prev_sink"].runs[-1], series["ours_sink"].runs[-1]
+            cur["vs_prev"] = cur["mb_s"] / prev["mb_s"]
+            cur["cpu_vs_prev"] = cur["cpu_s_per_gb"] - prev["cpu_s_per_gb"]
         oi, bi = series["ours_inn"].runs[-1], series["base_inn"].runs[-1]
         oi["ratio"] = oi["mb_s"] / bi["mb_s"]
         oi["post_ratio"] = oi["post_mb_s"] / bi["mb_s"]
@@ -625,10 +638,12 @@ def bench_folder(
         "loadavg_1min": {"min": min(loads), "max": max(loads), "median": round(statistics.median(loads), 2)},
     }
     keys = ("mb_s", "post_mb_s", "art_s", "cpu_s_per_gb", "peak_rss_mb", "rss_after_imports_mb", "efficiency",
-            "wall_s", "post_s", "ratio", "post_ratio", "server_cpu_ms_per_article", "threads", "ctxsw_per_article")
+            "wall_s", "post_s", "ratio", "post_ratio", "server_cpu_ms_per_article", "threads", "ctxsw_per_article",
+            "vs_prev", "cpu_vs_prev")
     for name, s in series.items():
-        result[name] = {k: st for k in keys if (st := s.stat(k, 4 if k in ("efficiency", "ratio", "post_ratio")
-                                                              else 2)) is not None}
+        result[name] = {k: st for k in keys
+                        if (st := s.stat(k, 4 if k in ("efficiency", "ratio", "post_ratio", "vs_prev") else 2))
+                        is not None}
         result[name]["runs"] = s.runs
     om, bm = result["ours_inn"]["mb_s"]["median"], result["base_inn"]["mb_s"]["median"]
     result["ratio_of_medians"] = round(om / bm, 4)
@@ -745,13 +760,15 @@ def report(results: list[dict[str, Any]], connections: int, check_delay: float, 
     print("\n| folder | run | MB/s | art/s | client CPU-s/GB | peak RSS MB | efficiency | INN/sink CPU ms/art |")
     print("|---|---|---|---|---|---|---|---|")
     labels = (("ours_inn", "ours -> INN"), ("base_inn", "baseline -> INN"),
-              ("ours_sink", "ours -> sink"), ("base_sink", "baseline -> sink"))
+              ("ours_sink", "ours -> sink"), ("base_sink", "baseline -> sink"), ("prev_sink", "--compare-code -> sink"))
     for r in results:
         for key, label in labels:
+            if key not in r:
+                continue
             s = r[key]
             print(f"| {r['folder']} | {label} | {_fmt(s.get('mb_s'))} | {_fmt(s.get('art_s'))} | "
                   f"{_fmt(s.get('cpu_s_per_gb'), '{:.2f}')} | {_fmt(s.get('peak_rss_mb'))} | "
-                  f"{_fmt(s.get('efficiency'), '{:.4f}') if key.startswith('ours') else '–'} | "
+                  f"{_fmt(s.get('efficiency'), '{:.4f}') if key.startswith(('ours', 'prev')) else '–'} | "
                   f"{_fmt(s.get('server_cpu_ms_per_article'), '{:.2f}')} |")
     for r in results:
         o = r["ours_inn"]
@@ -760,6 +777,11 @@ def report(results: list[dict[str, Any]], connections: int, check_delay: float, 
               f"context switches per article {_fmt(o.get('ctxsw_per_article'))} (INN), "
               f"{_fmt(r['ours_sink'].get('ctxsw_per_article'))} (sink); "
               f"load {r['loadavg_1min']['min']:.2f}–{r['loadavg_1min']['max']:.2f}")
+    for r in results:
+        if "prev_sink" in r:
+            o = r["ours_sink"]
+            print(f"{r['folder']}: into the sink, this code / --compare-code (paired per iteration): throughput "
+                  f"{_fmt(o.get('vs_prev'), '{:.3f}')}x, CPU-s/GB {_fmt(o.get('cpu_vs_prev'), '{:+.2f}')}")
     derived: dict[str, Any] = {"targets": {}}
     print("\n| target | folder | measured: median [min–max] | target | verdict |")
     print("|---|---|---|---|---|")
@@ -819,6 +841,9 @@ def main(argv: list[str] | None = None) -> int:
                    "pipeline; default), 'active' every thread py-spy thinks is not idle (it counts lock and "
                    "recv waits as busy, so it misleads here)")
     p.add_argument("--json", action="store_true", help="end with one JSON line holding every figure")
+    p.add_argument("--compare-code", type=Path, default=None, metavar="DIR",
+                   help="also upload into the sink with the usenetsync_cli of another checkout (e.g. a `git worktree`"
+                        " of an older commit), interleaved, and print the paired throughput ratio and CPU-s/GB change")
     a = p.parse_args(argv)
     runs = a.runs or (3 if a.quick else 5)
     large_files = a.large_files or (2 if a.quick else 8)
@@ -849,7 +874,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for fs in folders:
             results.append(bench_folder(a.workdir, fs, roots[fs.name], runs, a.connections, a.check_delay,
-                                        a.sink_check_delay, sink))
+                                        a.sink_check_delay, sink, a.compare_code))
         derived = report(results, a.connections, a.check_delay, a.sink_check_delay)
         if a.profile:
             for fs in folders:

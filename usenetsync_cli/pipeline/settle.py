@@ -57,10 +57,15 @@ _UNSETTLED = (
     " WHERE folder_id=? AND present=1 AND kind=0 AND plan_size IS NOT NULL AND done_gen IS NOT gen AND file_id>?"
     " ORDER BY file_id LIMIT ?"
 )
-_GEN_SEGMENTS = "SELECT seg_id, idx, length, state, hash FROM segments WHERE file_id=? AND gen=? AND state<>4 ORDER BY idx"
-_GEN_MEMBER = (
-    "SELECT m.seg_id, m.length, s.state, m.hash, s.hash FROM pack_members m JOIN segments s ON s.seg_id=m.seg_id"
-    " WHERE m.file_id=? AND m.gen=? AND s.state<>4"
+# The current generation's rows of a page of files (file_id range), read in one query each:
+# settling 10,000 small files must not cost 10,000 round trips to SQLite.
+_PAGE_SEGMENTS = (
+    "SELECT s.file_id, s.idx, s.length, s.state, s.hash FROM segments s JOIN files f ON f.file_id=s.file_id"
+    " WHERE s.file_id BETWEEN ? AND ? AND s.gen=f.gen AND s.state<>4 ORDER BY s.file_id, s.idx"
+)
+_PAGE_MEMBERS = (
+    "SELECT m.file_id, m.length, s.state, m.hash, s.hash FROM pack_members m JOIN files f ON f.file_id=m.file_id"
+    " JOIN segments s ON s.seg_id=m.seg_id WHERE m.file_id BETWEEN ? AND ? AND m.gen=f.gen AND s.state<>4"
 )
 _DONE = (
     "UPDATE files SET done_gen=gen, done_size=plan_size, done_mtime_ns=plan_mtime_ns, content_hash=?, unstable=0"
@@ -101,8 +106,7 @@ def settle_folder(
     for conn in state.shards:
         for rows in keyset_pages(conn, _UNSETTLED, (folder.folder_id,), PAGE):
             with conn:
-                for row in rows:
-                    verdict = _settle_one(conn, row, after_upload)
+                for row, verdict in _settle_page(conn, rows, after_upload):
                     if verdict == "done":
                         s.settled += 1
                     elif verdict == "pending":
@@ -114,43 +118,58 @@ def settle_folder(
     return s
 
 
-def _settle_one(conn: apsw.Connection, row: tuple[Any, ...], after_upload: bool) -> str:
-    file_id, _d, _n, size, mtime, ctime, ino, psize, pmtime, pctime, pino, gen = row
-    if (size, mtime, ctime, ino) != (psize, pmtime, pctime, pino):
-        if not after_upload:
-            return "pending"
-        conn.execute(_UNSTABLE, (file_id,))
-        abandon_generation(conn, file_id, gen)
-        return "unstable"
-    pieces = _whole_pieces(conn, file_id, gen, psize)
-    if pieces is None:
-        return "pending"
-    conn.execute(_DONE, (file_content_hash(psize, pieces), file_id))
-    conn.execute(_RETIRE_SEGMENTS, (file_id, gen))
-    for (seg_id,) in conn.execute(_OLD_PACKS, (file_id, gen)).fetchall():
-        supersede_pack_if_unneeded(conn, seg_id)
-    return "done"
+def _settle_page(conn: apsw.Connection, rows: list[tuple[Any, ...]], after_upload: bool) -> list[tuple[Any, str]]:
+    """Verdicts for a page of unsettled files (in one transaction of the caller)."""
+    lo, hi = rows[0][0], rows[-1][0]
+    segs: dict[int, list[tuple[int, int, int, bytes | None]]] = {}
+    for file_id, idx, length, st, h in conn.execute(_PAGE_SEGMENTS, (lo, hi)):
+        segs.setdefault(file_id, []).append((idx, length, st, h))
+    members: dict[int, list[tuple[int, int, bytes | None, bytes | None]]] = {}
+    for file_id, length, st, mh, ph in conn.execute(_PAGE_MEMBERS, (lo, hi)):
+        members.setdefault(file_id, []).append((length, st, mh, ph))
+    out: list[tuple[Any, str]] = []
+    done: list[tuple[bytes, int]] = []
+    for row in rows:
+        file_id, _d, _n, size, mtime, ctime, ino, psize, pmtime, pctime, pino, gen = row
+        if (size, mtime, ctime, ino) != (psize, pmtime, pctime, pino):
+            if after_upload:
+                conn.execute(_UNSTABLE, (file_id,))
+                abandon_generation(conn, file_id, gen)
+            out.append((row, "unstable" if after_upload else "pending"))
+            continue
+        pieces = _whole_pieces(psize, segs.get(file_id, []), members.get(file_id, []))
+        if pieces is None:
+            out.append((row, "pending"))
+            continue
+        done.append((file_content_hash(psize, pieces), file_id))
+        if gen > 1:  # generations start at 1 (0: made before v5): only then is there an older one to retire
+            conn.execute(_RETIRE_SEGMENTS, (file_id, gen))
+            for (seg_id,) in conn.execute(_OLD_PACKS, (file_id, gen)).fetchall():
+                supersede_pack_if_unneeded(conn, seg_id)
+        out.append((row, "done"))
+    conn.executemany(_DONE, done)
+    return out
 
 
-def _whole_pieces(conn: apsw.Connection, file_id: int, gen: int, size: int) -> list[bytes] | None:
-    """The piece hashes of generation ``gen`` if it is whole, verified and hashed; else None."""
+def _whole_pieces(
+    size: int, segs: list[tuple[int, int, int, bytes | None]], members: list[tuple[int, int, bytes | None, bytes | None]]
+) -> list[bytes] | None:
+    """The piece hashes of the current generation if it is whole, verified and hashed; else None."""
     if size == 0:
         return []
-    segs = conn.execute(_GEN_SEGMENTS, (file_id, gen)).fetchall()
     if segs:
         whole = (
-            [idx for _s, idx, _l, _st, _h in segs] == list(range(len(segs)))
-            and sum(n for _s, _i, n, _st, _h in segs) == size
-            and all(st == 2 and is_crypto_hash(h) for _s, _i, _n, st, h in segs)
+            [idx for idx, _l, _st, _h in segs] == list(range(len(segs)))
+            and sum(n for _i, n, _st, _h in segs) == size
+            and all(st == 2 and is_crypto_hash(h) for _i, _n, st, h in segs)
         )
-        return [h for *_rest, h in segs] if whole else None
-    member = conn.execute(_GEN_MEMBER, (file_id, gen)).fetchall()
-    if len(member) != 1:
+        return [h for *_rest, h in segs] if whole else None  # type: ignore[misc]
+    if len(members) != 1:
         return None
-    _seg, length, st, mh, ph = member[0]
+    length, st, mh, ph = members[0]
     if st != 2 or length != size or not is_crypto_hash(mh) or not is_crypto_hash(ph):
         return None
-    return [mh]
+    return [mh]  # type: ignore[list-item]
 
 
 def _relpath(state: State, dirs: dict[int, bytes], dir_id: int, name: bytes) -> str:

@@ -77,7 +77,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 INN_UP = REPO / "scripts" / "inn-up.sh"
 HOST, PORT, GROUP = "127.0.0.1", 119, "alt.binaries.test"
-LAYOUT_VERSION = 1  # bump when a folder's layout changes, so cached folders and shares are rebuilt
+LAYOUT_VERSION = 2  # bump when a folder's layout changes, so cached folders and shares are rebuilt
 SEED = 20240611
 
 LOCK_FILE = Path("/tmp/usenetsync-bench-download.lock")

@@ -53,7 +53,7 @@ from usenetsync_cli.store.state import State
 
 _UNSETTLED = (
     "SELECT file_id, dir_id, name, size, mtime_ns, ctime_ns, inode, plan_size, plan_mtime_ns, plan_ctime_ns,"
-    " plan_inode, gen FROM files"
+    " plan_inode, gen, done_gen FROM files"
     " WHERE folder_id=? AND present=1 AND kind=0 AND plan_size IS NOT NULL AND done_gen IS NOT gen AND file_id>?"
     " ORDER BY file_id LIMIT ?"
 )
@@ -129,8 +129,9 @@ def _settle_page(conn: apsw.Connection, rows: list[tuple[Any, ...]], after_uploa
         members.setdefault(file_id, []).append((length, st, mh, ph))
     out: list[tuple[Any, str]] = []
     done: list[tuple[bytes, int]] = []
+    retire: list[tuple[int, int]] = []
     for row in rows:
-        file_id, _d, _n, size, mtime, ctime, ino, psize, pmtime, pctime, pino, gen = row
+        file_id, _d, _n, size, mtime, ctime, ino, psize, pmtime, pctime, pino, gen, done_gen = row
         if (size, mtime, ctime, ino) != (psize, pmtime, pctime, pino):
             if after_upload:
                 conn.execute(_UNSTABLE, (file_id,))
@@ -142,12 +143,14 @@ def _settle_page(conn: apsw.Connection, rows: list[tuple[Any, ...]], after_uploa
             out.append((row, "pending"))
             continue
         done.append((file_content_hash(psize, pieces), file_id))
-        if gen > 1:  # generations start at 1 (0: made before v5): only then is there an older one to retire
-            conn.execute(_RETIRE_SEGMENTS, (file_id, gen))
-            for (seg_id,) in conn.execute(_OLD_PACKS, (file_id, gen)).fetchall():
-                supersede_pack_if_unneeded(conn, seg_id)
+        if done_gen is not None:  # an older done generation stays live until now (unfinished ones were abandoned)
+            retire.append((file_id, gen))
         out.append((row, "done"))
     conn.executemany(_DONE, done)
+    for file_id, gen in retire:  # after _DONE: a pack is unneeded once no file's *new* done generation is in it
+        conn.execute(_RETIRE_SEGMENTS, (file_id, gen))
+        for (seg_id,) in conn.execute(_OLD_PACKS, (file_id, gen)).fetchall():
+            supersede_pack_if_unneeded(conn, seg_id)
     return out
 
 

@@ -201,8 +201,8 @@ def test_incremental_idempotent_and_stale_member(
     now = load_layout(state, folder, big.group_id)
     reader = dataclasses.replace(now, members=tuple(dataclasses.replace(m, sealed_hash=None) for m in now.members))
     runs: list[str] = []
-    real = recovery._par2
-    monkeypatch.setattr(recovery, "_par2", lambda args, cwd: runs.append(args[0]) or real(args, cwd))
+    real = recovery.run_par2
+    monkeypatch.setattr(recovery, "run_par2", lambda args, cwd: runs.append(args[0]) or real(args, cwd))
     assert rebuild_sealed(spec, ctx, reader, lost, workdir=work) == rb
     assert runs == ["r", "r"]  # the first try had one block too few
     repost_rebuilt(state, folder, spec, rb)
@@ -245,9 +245,9 @@ def test_par2_creation_speed_probe(tmp_path: Path, record_property: pytest.Recor
         names.append(name)
     block = recovery._block_size(sealed_len)
     t = time.perf_counter()
-    recovery._par2(["c", "-q", "-q", f"-s{block}", "-c3", "-n1", "rec.par2", *names], tmp_path)
+    recovery.run_par2(["c", "-q", "-q", f"-s{block}", "-c3", "-n1", "rec.par2", *names], tmp_path)
     dt = time.perf_counter() - t
-    critical, slices = recovery._split_par2(tmp_path, 3)
+    critical, slices = recovery.split_par2(tmp_path, 3)
     assert sorted(slices) == [0, 1, 2] and critical.startswith(b"PAR2\x00PKT")
     mbs = 24 * sealed_len / 1e6 / dt
     record_property("par2_create_mb_per_s", round(mbs, 1))

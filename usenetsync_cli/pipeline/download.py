@@ -37,7 +37,6 @@ whose temporary file is still there. Safety: every path passes
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import stat
@@ -45,147 +44,34 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from usenetsync_cli.core.crypto import SEAL_OVERHEAD, open_segment, place_aad
 from usenetsync_cli.core.hashing import file_content_hash, piece_hash
 from usenetsync_cli.core.manifest import path_bytes
 from usenetsync_cli.core.msgid import segment_message_id
-from usenetsync_cli.errors import (
-    DiskFullError,
-    DownloadIncompleteError,
-    InputPathError,
-    LocalConflictError,
-    TamperedError,
-    UsenetSyncError,
-)
+from usenetsync_cli.errors import DownloadIncompleteError, LocalConflictError, TamperedError, UsenetSyncError
 from usenetsync_cli.nntp import ServerSpec
-from usenetsync_cli.pipeline.destination import (
-    Action,
-    Destination,
-    ModePolicy,
-    Survey,
-    conflict_name,
-    local_content_hash,
-    lstat_key,
-    move_aside,
+from usenetsync_cli.pipeline.destination import Action, Survey
+from usenetsync_cli.pipeline.download_repair import repair_spilled, settle_waiting
+from usenetsync_cli.pipeline.download_write import (
+    DownloadOptions,
+    DownloadSummary,
+    FileJob,
+    FolderSecrets,
+    Task,
+    Writer,
+    folder_secrets,
+    pwrite_all,
 )
 from usenetsync_cli.pipeline.fetch import Article, FetchJob, FetchPool, body_limit
-from usenetsync_cli.pipeline.reader_state import KIND_FILE, KIND_LINK, ReaderState
+from usenetsync_cli.pipeline.reader_state import ReaderState
 
 __all__ = ["DownloadIncompleteError", "DownloadOptions", "DownloadSummary", "download_records"]
 
-TMP_SUFFIX = b".uspart"
 _COMMIT_ROWS, _COMMIT_S = 500, 1.0
-_DAMAGED_NAMES = 100
-
-
-@dataclass(frozen=True)
-class DownloadOptions:
-    connections: int | None = None
-    sync: bool = False  # update a copy: conflicts kept beside, files the share dropped removed (if ours)
-    overwrite: bool = False  # replace the user's conflicting files (moved into the home's replaced/ first)
-    keep_deleted: bool = False  # with sync: remove nothing
-    keep_special_modes: bool = False
-
-
-@dataclass(eq=False)
-class FileJob:
-    rel: bytes
-    path: bytes  # absolute final path
-    size: int
-    mtime_ns: int
-    mode: int
-    content: bytes  # the index's content hash
-    action: Action
-    layout: list[int]  # piece lengths in order (a packed file: one)
-    pieces: list[bytes | None] = field(default_factory=list)
-    remaining: int = 0
-    waiting: bool = False  # a piece was deferred to PAR2
-
-    @property
-    def tmp(self) -> bytes:
-        head, tail = os.path.split(self.path)
-        return os.path.join(head, b"." + tail + TMP_SUFFIX)
-
-
-@dataclass(eq=False)
-class Task:
-    shard: int
-    seg_id: int
-    sealed_len: int
-    piece: bytes | None  # a file segment's piece hash; None for a pack (its members are checked)
-    # (job, offset in the file, offset in the payload, length, member piece hash, piece index)
-    writes: list[tuple[FileJob, int, int, int, bytes | None, int]]
-
-
-@dataclass
-class DownloadSummary:
-    dest: str
-    version: int
-    files: int = 0
-    files_written: int = 0
-    files_skipped: int = 0  # already there with the share's content (mode and mtime applied)
-    files_adopted: int = 0  # the user's own identical copy, now counted as ours
-    files_deleted: int = 0
-    dirs: int = 0
-    symlinks: int = 0
-    bytes_written: int = 0
-    segments_fetched: int = 0
-    segments_repaired: int = 0  # rebuilt from PAR2 recovery data
-    conflicts: int = 0  # the user's files the share also names (kept, or moved aside with --overwrite)
-    conflict_copies: list[str] = field(default_factory=list)  # --sync: the share's version written beside
-    kept: list[str] = field(default_factory=list)  # the user's files kept (changed locally)
-    replaced: list[str] = field(default_factory=list)  # --overwrite: where the user's files were moved
-    damaged: list[str] = field(default_factory=list)
-    damaged_count: int = 0
-    elapsed_s: float = 0.0
-
-    @property
-    def mb_per_s(self) -> float:
-        return self.bytes_written / 1e6 / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        d["mb_per_s"] = round(self.mb_per_s, 2)
-        d["elapsed_s"] = round(self.elapsed_s, 3)
-        return d
-
-    def damage(self, rel: bytes, why: str) -> None:
-        self.damaged_count += 1
-        if len(self.damaged) < _DAMAGED_NAMES:
-            self.damaged.append(f"{os.fsdecode(rel)} ({why})")
-
-
-@dataclass(frozen=True)
-class FolderSecrets:
-    uid: bytes
-    aes: AESGCM
-    enc_key: bytes
-    msgid_key: bytes
-    domains: tuple[str, ...]
-    segment_size: int
-
-
-def folder_secrets(header: Any) -> FolderSecrets:
-    try:
-        return FolderSecrets(
-            uid=bytes.fromhex(header["folder_uid"]), aes=AESGCM(bytes.fromhex(header["enc_key"])),
-            enc_key=bytes.fromhex(header["enc_key"]), msgid_key=bytes.fromhex(header["msgid_key"]),
-            domains=tuple(str(d) for d in header["domains"]), segment_size=int(header["segment_size"]),
-        )
-    except (KeyError, ValueError, TypeError):
-        raise TamperedError("the share index header is damaged") from None
-
-
-def _disk_error(e: OSError, where: bytes) -> UsenetSyncError:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFullError(f"no space left on device while writing {os.fsdecode(where)}")
-    return InputPathError(f"cannot write {os.fsdecode(where)}: {e.strerror}")
+_KEPT_NAMES = 100
 
 
 def _int(v: Any) -> int:
@@ -229,11 +115,10 @@ class _Run:
         self.spec = spec
         self.opts = opts
         self.version = version
-        self.replaced_root = replaced_root
         self.progress = progress
-        self.modes = ModePolicy.current(opts.keep_special_modes)
-        self.dest = Destination(dest, blocker=self._move_blocker if opts.overwrite else None)
-        self.s = DownloadSummary(dest=os.fsdecode(self.dest.root), version=version)
+        self.s = DownloadSummary(dest=os.fsdecode(os.path.abspath(dest)), version=version)
+        self.w = Writer(dest, reader, opts, version, replaced_root, self.s)
+        self.dest = self.w.dest
         self.fs: FolderSecrets | None = None
         self.lock = threading.Lock()
         self.finished: deque[FileJob] = deque()
@@ -309,6 +194,7 @@ class _Run:
 
     def jobs(self, records: Iterator[list[Any]]) -> Iterator[FetchJob]:
         fs = self.fs = _header(records)
+        self.w.segment_size = fs.segment_size
         count = 1
         pack: tuple[list[Any], list[tuple[FileJob, int, int, bytes]]] | None = None
         for rec in records:
@@ -335,8 +221,8 @@ class _Run:
                 rel = path_bytes(rec[1])
                 job = self._job(rel, 0, _int(rec[2]), _int(rec[3]), file_content_hash(0, []), [])
                 if job is not None:
-                    self._open_tmp(job, keep=False)
-                    self._finish_file(job)
+                    self.w.open_tmp(job, keep=False)
+                    self.w.finish_file(job)
             elif kind == "L":
                 rel = path_bytes(rec[1])
                 self._see(rel)
@@ -383,7 +269,7 @@ class _Run:
             st = None
         if st is not None and not stat.S_ISDIR(st.st_mode):
             if action is Action.CONFLICT:
-                self._move_aside(rel)
+                self.w.move_aside(rel)
             else:
                 os.unlink(path)  # ours and unchanged (the survey said so)
             st = None
@@ -397,30 +283,17 @@ class _Run:
         self.s.files += 1
         action = self.action(rel)
         if action is Action.CONFLICT and self.opts.sync and self.dest.blocked_parent(rel) is not None:
-            self.s.kept.append(os.fsdecode(rel)) if len(self.s.kept) < _DAMAGED_NAMES else None
+            self.s.kept.append(os.fsdecode(rel)) if len(self.s.kept) < _KEPT_NAMES else None
             return None  # its folder is the user's file: nothing can be written beside it
         path = self.dest.place(rel)
         job = FileJob(rel=rel, path=path, size=size, mtime_ns=mtime, mode=mode, content=content, action=action,
                       layout=layout, pieces=[None] * len(layout))
         if action is Action.SAME:
-            self._apply_meta(job, path)
-            self._record(job, path)
+            self.w.apply_meta(job, path)
+            self.w.record(job, path)
             self.s.files_skipped += 1
             return None
         return job
-
-    def _open_tmp(self, job: FileJob, keep: bool) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            fd = os.open(job.tmp, flags, 0o600)
-            try:
-                if not keep:
-                    os.ftruncate(fd, 0)
-                os.ftruncate(fd, job.size)
-            finally:
-                os.close(fd)
-        except OSError as e:
-            raise _disk_error(e, job.tmp) from None
 
     def _file_jobs(self, fs: FolderSecrets, rec: list[Any]) -> Iterator[FetchJob]:
         rel, size = path_bytes(rec[1]), _int(rec[2])
@@ -434,7 +307,7 @@ class _Run:
         if job is None:
             return
         keep = os.path.lexists(job.tmp)
-        self._open_tmp(job, keep)
+        self.w.open_tmp(job, keep)
         done: dict[tuple[int, int], bytes] = {}
         if keep:
             for shard, seg_id, *_rest in segs:
@@ -454,7 +327,7 @@ class _Run:
             offset += length
         job.remaining = len(todo)
         if not todo:
-            self._finish_file(job)
+            self.w.finish_file(job)
             return
         for i, shard, seg_id, attempt, length, server_id, off in todo:
             mid = server_id or segment_message_id(fs.msgid_key, fs.domains, shard, seg_id, attempt)
@@ -470,7 +343,7 @@ class _Run:
         for job, off, size, mh in members:
             if off + size > length:
                 raise TamperedError("the share index has a pack member outside its pack")
-            self._open_tmp(job, keep=False)
+            self.w.open_tmp(job, keep=False)
             job.remaining = 1
             writes.append((job, 0, off, size, mh, 0))
         mid = server_id or segment_message_id(fs.msgid_key, fs.domains, _int(shard), _int(seg_id), _int(attempt))
@@ -509,7 +382,7 @@ class _Run:
                     return "hash mismatch"
                 checked.append(h)
         for job, file_off, pay_off, length, _mh, _i in task.writes:
-            _pwrite_all(job.tmp, view[pay_off : pay_off + length], file_off)
+            pwrite_all(job.tmp, view[pay_off : pay_off + length], file_off)
         with self.lock:
             for n, (job, _off, _po, _len, mh, i) in enumerate(task.writes):
                 job.pieces[i] = task.piece if mh is None else mh
@@ -560,7 +433,7 @@ class _Run:
                 job = self.finished.popleft() if self.finished else None
             if job is None:
                 break
-            self._finish_file(job)
+            self.w.finish_file(job)
         now = time.monotonic()
         if len(self.done_rows) >= _COMMIT_ROWS or now - self._last_commit > _COMMIT_S:
             self._commit_done()
@@ -577,282 +450,9 @@ class _Run:
             with self.reader.conn:
                 self.reader.conn.executemany("INSERT OR REPLACE INTO done VALUES(?,?,?)", rows)
 
-    def _finish_file(self, job: FileJob) -> None:
-        """Every piece is in: check the content hash, then give the file its name, mode and mtime."""
-        pieces = job.pieces
-        if any(p is None for p in pieces) or file_content_hash(job.size, pieces) != job.content:  # type: ignore[arg-type]
-            self.s.damage(job.rel, "its content hash does not match the share index")
-            return
-        self._place(job)
-
-    def _place(self, job: FileJob) -> None:
-        try:
-            os.chmod(job.tmp, self.modes.file(job.mode))
-            os.utime(job.tmp, ns=(job.mtime_ns, job.mtime_ns))
-            final = job.path
-            if job.action is Action.CONFLICT and self.opts.overwrite:
-                if os.path.lexists(final):  # (a conflict of its folder was moved aside already)
-                    self._move_aside(job.rel)
-                os.replace(job.tmp, final)
-            elif job.action is Action.UPDATE:
-                os.replace(job.tmp, final)
-            else:
-                if job.action is Action.CONFLICT:
-                    final = conflict_name(job.path, self.version)
-                final = self._link_new(job.tmp, final, job.rel)
-        except OSError as e:
-            raise _disk_error(e, job.path) from None
-        self.s.files_written += 1
-        self.s.bytes_written += job.size
-        if final == job.path:
-            self._record(job, final)
-        else:
-            self.s.conflict_copies.append(os.fsdecode(os.path.relpath(final, self.dest.root)))
-
-    def _link_new(self, tmp: bytes, final: bytes, rel: bytes) -> bytes:
-        """Give ``tmp`` the name ``final`` without ever replacing something there; returns the name used."""
-        try:
-            os.link(tmp, final)
-        except FileExistsError:
-            # Something appeared at that name during the download: it is the user's.
-            self.s.conflicts += 1
-            final = conflict_name(final, self.version)
-            os.link(tmp, final)
-        except OSError as e:
-            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
-                raise
-            if os.path.lexists(final):
-                final = conflict_name(final, self.version)
-            os.rename(tmp, final)  # a filesystem without hard links
-            return final
-        os.unlink(tmp)
-        return final
-
-    def _apply_meta(self, job: FileJob, path: bytes) -> None:
-        st = os.lstat(path)
-        want = self.modes.file(job.mode)
-        if stat.S_IMODE(st.st_mode) != want:
-            os.chmod(path, want)
-        if st.st_mtime_ns != job.mtime_ns:
-            os.utime(path, ns=(job.mtime_ns, job.mtime_ns))
-
-    def _record(self, job: FileJob, path: bytes) -> None:
-        st = os.lstat(path)
-        with self.reader.conn:
-            self.reader.conn.execute(
-                "INSERT OR REPLACE INTO files VALUES(?,?,?,?,?,?,?,?)",
-                (job.rel, KIND_FILE, *lstat_key(st), job.content, self.version),
-            )
-
-    def _move_aside(self, rel: bytes) -> None:
-        moved = move_aside(self.dest, rel, self.replaced_root)
-        self.s.replaced.append(str(moved))
-
-    def _move_blocker(self, rel: bytes) -> bool:
-        self._move_aside(rel)
-        return True
-
     # ------------------------------------------------------------------ repair
 
-    def repair_deferred(self) -> None:
-        """Rebuild spilled segments from their PAR2 groups, then settle the files that waited on them."""
-        from usenetsync_cli.pipeline.recovery import RecoveryError, rebuild_sealed
-
-        conn = self.reader.conn
-        fs = self.fs
-        assert fs is not None
-        ctx = _recovery_context(fs)
-        groups = conn.execute(
-            "SELECT DISTINCT r.shard, r.group_id FROM deferred d JOIN rmember r ON r.shard=d.shard AND r.seg_id=d.seg_id"
-        ).fetchall()
-        for shard, group_id in groups:
-            items = conn.execute(
-                "SELECT d.seg_id, d.task FROM deferred d JOIN rmember r ON r.shard=d.shard AND r.seg_id=d.seg_id"
-                " WHERE r.shard=? AND r.group_id=?", (shard, group_id),
-            ).fetchall()
-            layout = _layout_from_record(json.loads(conn.execute(
-                "SELECT layout FROM rgroup WHERE shard=? AND group_id=?", (shard, group_id)
-            ).fetchall()[0][0]))
-            try:
-                rebuilt = rebuild_sealed(self.spec, ctx, layout, [s for s, _t in items], workdir=self.reader.par2_dir)
-            except RecoveryError as e:
-                with conn:
-                    conn.executemany(
-                        "UPDATE deferred SET reason=reason || '; ' || ? WHERE shard=? AND seg_id=?",
-                        [(e.message, shard, s) for s, _t in items],
-                    )
-                continue
-            for seg_id, task_json in items:
-                sealed = rebuilt.get(seg_id)
-                if sealed is None or self._write_spilled(shard, seg_id, json.loads(task_json), sealed) is not None:
-                    continue
-                self.s.segments_repaired += 1
-                with conn:
-                    conn.execute("DELETE FROM deferred WHERE shard=? AND seg_id=?", (shard, seg_id))
-
-    def _write_spilled(self, shard: int, seg_id: int, task: dict[str, Any], sealed: bytes) -> str | None:
-        fs = self.fs
-        assert fs is not None
-        try:
-            payload = open_segment(fs.aes, place_aad(fs.uid, shard, seg_id), sealed)
-        except UsenetSyncError:
-            return "failed authentication"
-        if task["h"] is not None and piece_hash(payload) != bytes.fromhex(task["h"]):
-            return "hash mismatch"
-        view = memoryview(payload)
-        for rel_hex, file_off, pay_off, length, mh, _i in task["w"]:
-            piece = view[pay_off : pay_off + length]
-            if mh is not None and piece_hash(piece) != bytes.fromhex(mh):
-                return "hash mismatch"
-        for rel_hex, file_off, pay_off, length, _mh, _i in task["w"]:
-            _pwrite_all(_tmp_of(self.dest.full(bytes.fromhex(rel_hex))), view[pay_off : pay_off + length], file_off)
-        return None
-
-    def settle_waiting(self) -> None:
-        """Files that waited on PAR2: re-hashed whole when nothing of theirs is still missing, else damaged."""
-        conn = self.reader.conn
-        lost: dict[bytes, str] = {}
-        for _shard, _seg, reason, task_json in conn.execute("SELECT shard, seg_id, reason, task FROM deferred"):
-            for w in json.loads(task_json)["w"]:
-                lost.setdefault(bytes.fromhex(w[0]), reason)
-        for rel, record_json in conn.execute("SELECT path, record FROM waiting").fetchall():
-            if rel in lost:
-                self.s.damage(rel, lost[rel])
-                continue
-            r = json.loads(record_json)
-            job = FileJob(rel=rel, path=self.dest.full(rel), size=r["size"], mtime_ns=r["mtime"], mode=r["mode"],
-                          content=bytes.fromhex(r["content"]), action=Action(r["action"]), layout=r["layout"])
-            local = local_content_hash(job.tmp, job.size, max(job.layout) if len(job.layout) > 1 else 0)
-            if local != job.content:
-                self.s.damage(rel, "its content hash does not match the share index")
-                continue
-            self._place(job)
-            with conn:
-                conn.execute("DELETE FROM waiting WHERE path=?", (rel,))
-
     # ------------------------------------------------------------------ tree
-
-    def finish_tree(self) -> None:
-        for rel, target, mtime, action in self.symlinks:
-            self._symlink(rel, target, mtime, action)
-        if self.opts.sync and not self.opts.keep_deleted:
-            self._remove_dropped()
-        for rel, mode, mtime in sorted(self.dirs, key=lambda d: d[0].count(b"/"), reverse=True):
-            path = os.path.join(self.dest.root, rel)
-            try:
-                os.chmod(path, self.modes.folder(mode))
-                os.utime(path, ns=(mtime, mtime))
-            except OSError:
-                pass
-
-    def _symlink(self, rel: bytes, target: bytes, mtime: int, action: Action) -> None:
-        if action is Action.CONFLICT and self.opts.sync and self.dest.blocked_parent(rel) is not None:
-            return
-        path = self.dest.place(rel)
-        try:
-            if action is Action.SAME:
-                pass
-            elif action is Action.UPDATE:
-                os.unlink(path)
-                os.symlink(target, path)
-            elif action is Action.CONFLICT and self.opts.overwrite:
-                if os.path.lexists(path):
-                    self._move_aside(rel)
-                os.symlink(target, path)
-            elif action is Action.CONFLICT:
-                copy = conflict_name(path, self.version)
-                os.symlink(target, copy)
-                self.s.conflict_copies.append(os.fsdecode(os.path.relpath(copy, self.dest.root)))
-                return
-            else:
-                os.symlink(target, path)
-            os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
-        except OSError as e:
-            raise _disk_error(e, path) from None
-        self.s.symlinks += 1
-        st = os.lstat(path)
-        with self.reader.conn:
-            self.reader.conn.execute(
-                "INSERT OR REPLACE INTO files VALUES(?,?,?,?,?,?,?,?)",
-                (rel, KIND_LINK, *lstat_key(st), target, self.version),
-            )
-
-    def _remove_dropped(self) -> None:
-        """Files ours and unchanged that the share no longer has go; changed ones are the user's now."""
-        conn = self.reader.conn
-        gone = conn.execute(
-            "SELECT path, kind, size, mtime_ns, ino, ctime_ns, content FROM files WHERE path NOT IN (SELECT path FROM seen)"
-        ).fetchall()
-        for rel, kind, size, mtime, ino, ctime, content in gone:
-            try:
-                path = self.dest.full(rel)
-                st = os.lstat(path)
-            except (OSError, TamperedError):
-                st = None
-            if st is not None:
-                unchanged = size is not None and lstat_key(st) == (size, mtime, ino, ctime)
-                if not unchanged and kind == KIND_FILE and stat.S_ISREG(st.st_mode) and content is not None:
-                    unchanged = local_content_hash(path, st.st_size, self._segment_size()) == content
-                if unchanged and self.dest.blocked_parent(rel) is None:
-                    try:
-                        os.unlink(path)
-                        self.s.files_deleted += 1
-                    except OSError:
-                        pass
-                elif len(self.s.kept) < _DAMAGED_NAMES:
-                    self.s.kept.append(f"{os.fsdecode(rel)} (changed locally; the share removed it)")
-            with conn:
-                conn.execute("DELETE FROM files WHERE path=?", (rel,))
-
-    def _segment_size(self) -> int:
-        return self.fs.segment_size if self.fs else 0
-
-
-def _pwrite_all(path: bytes, data: memoryview, offset: int) -> None:
-    """Write all of ``data`` at ``offset`` (a full disk may write part, then fail)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            while data:
-                n = os.pwrite(fd, data, offset)
-                if n <= 0:
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                data, offset = data[n:], offset + n
-        finally:
-            os.close(fd)
-    except OSError as e:
-        raise _disk_error(e, path) from None
-
-
-def _tmp_of(path: bytes) -> bytes:
-    head, tail = os.path.split(path)
-    return os.path.join(head, b"." + tail + TMP_SUFFIX)
-
-
-def _recovery_context(fs: FolderSecrets) -> Any:
-    """The FolderContext the recovery module needs, from what a share index gives a reader."""
-    from usenetsync_cli.core.crypto import FolderKeys
-    from usenetsync_cli.pipeline.encode import FolderContext
-
-    # A reader has the segment and Message-ID keys only; the other two are unused by rebuilds.
-    keys = FolderKeys(enc_key=fs.enc_key, msgid_key=fs.msgid_key, names_key=bytes(32), domain_key=bytes(32))
-    return FolderContext(uid=fs.uid, keys=keys, domains=fs.domains, groups=())
-
-
-def _layout_from_record(rec: list[Any]) -> Any:
-    from usenetsync_cli.pipeline.recovery import GroupLayout, GroupMember
-
-    _r, shard, group_id, gnonce, block, members, recovery = rec
-    return GroupLayout(
-        group_id=int(group_id), shard=int(shard), gnonce=bytes.fromhex(gnonce), block_size=int(block),
-        members=tuple(
-            GroupMember(int(seg), int(pos), int(slen), bytes.fromhex(sh) if sh else None, str(mid),
-                        bytes.fromhex(ph) if ph else None)
-            for seg, pos, slen, sh, mid, ph in members
-        ),
-        recovery=tuple((int(i), int(a), srv) for i, a, srv in recovery),
-    )
-
 
 def download_records(
     records: Callable[[], Iterator[list[Any]]],
@@ -875,9 +475,10 @@ def download_records(
         run.tick()
         run._commit_done()
         if reader.conn.execute("SELECT 1 FROM deferred LIMIT 1").fetchall():
-            run.repair_deferred()
-        run.settle_waiting()
-        run.finish_tree()
+            assert run.fs is not None
+            repair_spilled(run.w, run.fs, spec)
+        settle_waiting(run.w)
+        run.w.finish_tree(run.symlinks, run.dirs)
     finally:
         run._commit_done()
         pool.close()

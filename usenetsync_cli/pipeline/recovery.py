@@ -72,13 +72,12 @@ import math
 import os
 import shutil
 import struct
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
 import apsw
 import xxhash
@@ -103,12 +102,13 @@ from usenetsync_cli.core.hashing import payload_matches
 from usenetsync_cli.core.msgid import index_message_id, segment_message_id
 from usenetsync_cli.core.names import WireNames
 from usenetsync_cli.errors import (
-    ConfigError, CryptoError, DataLostError, NotFoundError, ProtocolError, UploadIncompleteError,
+    ConfigError, CryptoError, DataLostError, NotFoundError, ProtocolError,
 )
 from usenetsync_cli.nntp import Connection, DuplicateArticle, ServerSpec, TransientError
 from usenetsync_cli.pipeline.encode import FolderContext, encode
 from usenetsync_cli.pipeline.feed import DirPaths, work_for_row
 from usenetsync_cli.pipeline.fetch import OUR_ARTICLE_LIMIT, Article, FetchJob, fetch_results
+from usenetsync_cli.pipeline.par2 import RecoveryError, read_at, run_par2, split_par2
 from usenetsync_cli.pipeline.poster import open_connection
 from usenetsync_cli.store import catalog, db
 from usenetsync_cli.store.segments import PAGE, pack_layout
@@ -149,15 +149,6 @@ _AAD_TAIL = struct.Struct(">QI")  # group_id, idx
 _NAME_STRUCT = struct.Struct(">IQ")  # shard, seg_id
 GNONCE_SIZE = 8
 
-# PAR2 packet framing (PAR 2.0 spec §3): magic, length (u64 LE), packet MD5,
-# recovery set id, type; then the body. RecvSlic bodies start with the exponent.
-_MAGIC = b"PAR2\x00PKT"
-_HEADER = struct.Struct("<8sQ16s16s16s")
-_T_MAIN = b"PAR 2.0\x00Main\x00\x00\x00\x00"
-_T_DESC = b"PAR 2.0\x00FileDesc"
-_T_IFSC = b"PAR 2.0\x00IFSC\x00\x00\x00\x00"
-_T_SLICE = b"PAR 2.0\x00RecvSlic"
-_CRITICAL = frozenset({_T_MAIN, _T_DESC, _T_IFSC})
 # Critical packets per member: FileDesc 136 (16-character name) + IFSC 100
 # (one block) + 16 in Main; plus Main's fixed part and the slice header.
 _PER_MEMBER = 136 + 100 + 16
@@ -209,12 +200,6 @@ _MIGRATIONS: list[db.Migration] = [
 
 
 # ---------------------------------------------------------------- errors
-
-
-class RecoveryError(UploadIncompleteError):
-    """Recovery data could not be created, posted or applied."""
-
-    hint = "run the command again; every confirmed group and re-post is kept"
 
 
 class NotRecoverableError(DataLostError, RecoveryError):
@@ -562,45 +547,6 @@ def _authentic(
     return payload_matches(plain_hash, plain, layout)
 
 
-# ---------------------------------------------------------------- PAR2 edge
-
-
-def _par2(args: list[str], cwd: Path) -> int:
-    """Run par2 in ``cwd``; returns its exit code (verify/repair: 0 intact or repaired, 1 repairable, 2 not)."""
-    from par2.cli import par2_executable  # the binary itself: the console script prints to stdout
-
-    try:
-        proc = subprocess.run(
-            [par2_executable(), *args], cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, timeout=3600,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise RecoveryError(f"cannot run par2 ({args[0]}): {e}", hint="is par2cmdline-turbo installed?") from None
-    if proc.returncode not in ((0,) if args[0] == "c" else (0, 1, 2)):
-        tail = (proc.stderr or proc.stdout).decode("utf-8", "replace").strip()[-400:]
-        raise RecoveryError(f"par2 {args[0]} failed (exit {proc.returncode}): {tail}")
-    return proc.returncode
-
-
-def _packets(f: BinaryIO) -> Iterator[tuple[bytes, int, int]]:
-    """(type, offset, length) of each packet of a PAR2 file."""
-    f.seek(0, os.SEEK_END)
-    end = f.tell()
-    off = 0
-    while off + _HEADER.size <= end:
-        f.seek(off)
-        magic, length, _md5, _set, ptype = _HEADER.unpack(f.read(_HEADER.size))
-        if magic != _MAGIC or length < _HEADER.size or length % 4 or off + length > end:
-            raise RecoveryError("par2 wrote a malformed recovery file")
-        yield ptype, off, length
-        off += length
-
-
-def _read_at(f: BinaryIO, off: int, length: int) -> bytes:
-    f.seek(off)
-    return f.read(length)
-
-
 # ---------------------------------------------------------------- create
 
 
@@ -708,9 +654,9 @@ def _make_group(
             )
             group_id = rdb.last_insert_rowid()
         t = time.monotonic()
-        _par2(["c", "-q", "-q", f"-s{block}", f"-c{count}", "-n1", "rec.par2", *(m[1] for m in members)], gdir)
+        run_par2(["c", "-q", "-q", f"-s{block}", f"-c{count}", "-n1", "rec.par2", *(m[1] for m in members)], gdir)
         s.par2_seconds += time.monotonic() - t
-        critical, slices = _split_par2(gdir, count)
+        critical, slices = split_par2(gdir, count)
         articles = _post_recovery(ctx, link, gdir, critical, slices, gnonce, group_id, s)
         with rdb:  # (B) commit point: the group is usable
             rdb.executemany(
@@ -769,32 +715,6 @@ def _write_member(ctx: FolderContext, gdir: Path, shard: int, seg_id: int, seale
     return seg_id, name, len(sealed), xxhash.xxh3_128_digest(sealed)
 
 
-def _split_par2(gdir: Path, count: int) -> tuple[bytes, dict[int, tuple[Path, int, int]]]:
-    """(critical packets once each, exponent -> (file, offset, length) of its RecvSlic packet)."""
-    critical: list[bytes] = []
-    seen: set[bytes] = set()
-    slices: dict[int, tuple[Path, int, int]] = {}
-    for path in sorted(gdir.glob("rec*.par2")):
-        with open(path, "rb") as f:
-            for ptype, off, length in _packets(f):
-                if ptype in _CRITICAL:
-                    pkt = _read_at(f, off, length)
-                    if pkt not in seen:
-                        seen.add(pkt)
-                        critical.append(pkt)
-                elif ptype == _T_SLICE:
-                    (exp,) = struct.unpack(
-                        "<I", _read_at(f, off + _HEADER.size, 4)
-                    )
-                    slices[exp] = (path, off, length)
-    if sorted(slices) != list(range(count)) or not critical:
-        raise RecoveryError(f"par2 made {len(slices)} recovery blocks, expected {count}")
-    # Main first, then FileDesc, then IFSC: the order par2 itself writes.
-    order = {_T_MAIN: 0, _T_DESC: 1, _T_IFSC: 2}
-    critical.sort(key=lambda p: order[p[48:64]])
-    return b"".join(critical), slices
-
-
 def _post_recovery(
     ctx: FolderContext, link: _Link, gdir: Path, critical: bytes, slices: dict[int, tuple[Path, int, int]],
     gnonce: bytes, group_id: int, s: RecoverySummary,
@@ -810,7 +730,7 @@ def _post_recovery(
         for idx in pending:
             path, off, length = slices[idx]
             with open(path, "rb") as f:
-                plain = critical + _read_at(f, off, length)
+                plain = critical + read_at(f, off, length)
             # A fresh nonce per seal: a re-post of the same slice is a new encryption.
             sealed = seal_segment(keys.aesgcm, recovery_aad(ctx.uid, gnonce, group_id, idx), plain, new_nonce())
             while True:
@@ -941,10 +861,10 @@ def _rebuild(link: _Link, ctx: FolderContext, layout: GroupLayout, missing: set[
         # 3. par2 writes the absent files. Without sealed hashes (a reader's layout) a
         #    re-sealed survivor shows up only here, as one more damaged file: then use
         #    every recovery article there is, once.
-        rc = _par2(["r", "-q", "-q", "rec.par2"], tmp)
+        rc = run_par2(["r", "-q", "-q", "rec.par2"], tmp)
         if rc != 0 and fetched["pos"] < len(rids):
             fetch(len(rids))
-            rc = _par2(["r", "-q", "-q", "rec.par2"], tmp)
+            rc = run_par2(["r", "-q", "-q", "rec.par2"], tmp)
         if rc != 0:
             raise NotRecoverableError(layout.group_id, shard, need, fetched["good"], total)
         for seg_id in sorted(gone):

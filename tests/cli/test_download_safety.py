@@ -237,6 +237,9 @@ def test_index_whose_content_hash_disagrees_with_its_pieces_is_refused(
             yield rec
 
     monkeypatch.setattr(pub, "iter_records", lying)
+    # A malicious publisher does not run our publisher's own check: let it through, the reader must refuse.
+    monkeypatch.setattr(pub.LayoutCheck, "finish", lambda self: None)
+    monkeypatch.setattr(pub.LayoutCheck, "add", lambda self, rec: None)
     sid = publish(users, src, "--public")
     dest = tmp_path / "dest"
     r = users.as_("bob", "download", sid, str(dest))
@@ -256,3 +259,34 @@ def test_reader_state_lives_in_the_home(users: Users, tmp_path: Path) -> None:
     assert [p.name for p in spools] == ["index-v1.bin"]
     meta = apsw.Connection(str(state[0] / "reader.db")).execute("SELECT v FROM meta WHERE k='dest'").fetchall()
     assert bytes(meta[0][0]) == os.fsencode(os.path.abspath(dest))
+
+
+def test_publisher_refuses_a_layout_that_does_not_resolve(
+    users: Users, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug that would publish a broken version is caught before the first article is posted (exit 1)."""
+    from usenetsync_cli.pipeline import publish as pub
+
+    src = _src(tmp_path)
+    real = pub.iter_records
+
+    def broken(state, folder, *args):  # type: ignore[no-untyped-def]
+        for rec in real(state, folder, *args):
+            if rec[0] == "P":
+                rec = list(rec)
+                rec[5] = 10**9  # a member outside its pack
+            yield rec
+
+    monkeypatch.setattr(pub, "iter_records", broken)
+    posted: list[str] = []
+    real_post = pub._PartPoster.post
+    monkeypatch.setattr(pub._PartPoster, "post", lambda self, chunk: posted.append("part") or real_post(self, chunk))
+    assert users.as_("alice", "index", str(src)).code == 0
+    assert users.as_("alice", "share", "create", str(src), "--public", "--name", "s").code == 0
+    r = users.as_("alice", "upload", str(src), "--segment-size", "16384")
+    assert "refusing to publish a share version whose layout does not resolve" in r.err
+    assert "does not lie inside its pack" in r.err and posted == []
+    r = users.as_("alice", "share", "update", "s")
+    assert r.code == 1 and posted == [] and len(r.err.strip().splitlines()) == 1
+    r = users.as_("alice", "share", "show", "s", "--json")
+    assert r.json_lines()[0]["version"] == 0

@@ -41,6 +41,7 @@ def download(
     keep_deleted: Annotated[bool, typer.Option("--keep-deleted", help="With --sync: remove nothing.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace local files the share also has; each is first moved into the home's replaced/ folder.")] = False,
     keep_special_modes: Annotated[bool, typer.Option("--keep-special-modes", help="Restore setuid, setgid and sticky bits and modes beyond your umask (off by default, also as root).")] = False,
+    xattrs: Annotated[bool, typer.Option("--xattrs", help="Restore the user.* extended attributes the share carries (its folder was indexed with --xattrs).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Fetch the newest version of a share into DEST, verified end to end; resumable; never over your files.
@@ -85,7 +86,7 @@ def download(
     spec = (Config.load(home).get(server) if server else next(iter(entries.values()))).spec()
     Destination(dest).check_root()  # before any server work: a bad DEST fails at once
     opts = DownloadOptions(connections=connections, sync=sync, overwrite=overwrite, keep_deleted=keep_deleted,
-                           keep_special_modes=keep_special_modes)
+                           keep_special_modes=keep_special_modes, xattrs=xattrs)
     with HomeLock(ReaderState.lock_path(home, dest)):
         reader = ReaderState.open(home, dest)
         try:

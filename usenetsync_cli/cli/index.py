@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -23,6 +23,15 @@ def index(
             " By default links are recorded as links and not followed.",
         ),
     ] = False,
+    xattrs: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--xattrs/--no-xattrs",
+            help="Carry the files' user.* extended attributes (off by default). The choice is kept with the folder"
+            " for later runs (cron).",
+            show_default=False,
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     lock_wait: LockWaitOpt = 0.0,
 ) -> None:
@@ -41,9 +50,10 @@ def index(
     out = Output(json_out)
     with open_state(lock=True, lock_wait=lock_wait) as state:
         if out.interactive and not json_out:
-            summary = _with_progress(out, lambda cb: index_folder(state, path, follow_symlinks=follow_symlinks, progress=cb))
+            summary = _with_progress(out, lambda cb: index_folder(state, path, follow_symlinks=follow_symlinks,
+                                                                  xattrs=xattrs, progress=cb))
         else:
-            summary = index_folder(state, path, follow_symlinks=follow_symlinks)
+            summary = index_folder(state, path, follow_symlinks=follow_symlinks, xattrs=xattrs)
     render(out, summary)
 
 
@@ -66,6 +76,9 @@ def render(out: Output, s: IndexSummary) -> None:
         out.say(f"[yellow]warning:[/] {w}")
     if s.warnings > len(s.warning_samples):
         out.say(f"[yellow]warning:[/] … and {s.warnings - len(s.warning_samples)} more")
+    if s.special_skipped:
+        out.say(f"skipped {s.special_skipped:,} special file(s) (sockets, FIFOs, devices are not backed up),"
+                f" e.g. {s.special_samples[0] if s.special_samples else '?'}")
     if out.json:
         return
     out.data(

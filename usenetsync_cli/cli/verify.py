@@ -12,7 +12,7 @@ from usenetsync_cli.cli.share import try_publish
 from usenetsync_cli.config import Config
 from usenetsync_cli.errors import ConfigError, DataLostError, UsenetSyncError, VerifyRepairableError
 from usenetsync_cli.pipeline.repair import repair_folder
-from usenetsync_cli.pipeline.shares import get_share, list_shares, needs_republish
+from usenetsync_cli.pipeline.shares import get_share, layout_check, list_shares, needs_republish
 from usenetsync_cli.pipeline.verify import VerifyOptions, VerifySummary, verify_folder
 from usenetsync_cli.nntp import ServerSpec
 from usenetsync_cli.store import catalog
@@ -147,8 +147,12 @@ def _check_share_indexes(out: Output, state: State, folder_id: int, spec: Server
             missing = sum(1 for _m, ok in conn.stat_many(ids) if not ok)
             if missing:
                 lost.add(sh.name)
+            check = layout_check(state, sh)
             out.emit("verify.share_index", name=sh.name, version=sh.version, articles=len(ids) + 1,
-                     missing=missing + (sh.name in lost and not missing))
+                     missing=missing + (sh.name in lost and not missing), layout_check=check)
+            if check is not None and not out.json:
+                out.data(f"  share {sh.name!r} version {check['version']}: {check['files']:,} files,"
+                         f" {check['records']:,} index records, every layout resolved at publication")
     finally:
         conn.close()
     for name in sorted(lost):

@@ -30,6 +30,8 @@ core/hashing.py):
     ["K", shard, seg_id, attempt, length, pack_hash_hex, msgid|null]  -- a pack; its members follow
     ["P", path, size, mtime_ns, mode, offset_in_pack, piece_hash_hex] -- member of the last K
     ["E", path, mtime_ns, mode]                                       -- empty file
+    ["H", path, first_path, size, content_hash_hex, mtime_ns, mode]   -- another name (hard link) of first_path
+    ["X", path, [[name, value_b64], ...]]                             -- user.* extended attributes of path
     ["L", path, target, mtime_ns]                                     -- symlink
     ["R", shard, group_id, gnonce_hex, block_size,
           [[seg_id, pos, sealed_len, sealed_hash|null, msgid, plain_hash|null], ...],
@@ -190,3 +192,114 @@ def split_root(payload: bytes) -> tuple[bytes, bytes, bytes]:
     if payload[-65:-64] != b"\n":
         raise TamperedError("the share's root article is damaged")
     return signed, signed[len(ROOT_MAGIC):], sig
+
+
+MAX_XATTRS, MAX_XATTR_NAME, MAX_XATTR_VALUE = 64, 255, 64 * 1024
+
+
+def xattr_pairs(blob: bytes) -> list[list[str]]:
+    """The X record form of a state's xattr blob (pipeline/scan.py ``xattr_blob``)."""
+    out, pos = [], 0
+    while pos < len(blob):
+        n = int.from_bytes(blob[pos : pos + 2], "big")
+        name = blob[pos + 2 : pos + 2 + n].decode("utf-8", "surrogateescape")
+        pos += 2 + n
+        m = int.from_bytes(blob[pos : pos + 4], "big")
+        out.append([name, b64(blob[pos + 4 : pos + 4 + m])])
+        pos += 4 + m
+    return out
+
+
+def xattrs_of(rec: list[Any]) -> list[tuple[str, bytes]]:
+    """The (name, value) pairs of an X record, bounded: only ``user.*`` names, few and small."""
+    pairs = rec[2] if len(rec) > 2 and isinstance(rec[2], list) else None
+    if pairs is None or len(pairs) > MAX_XATTRS:
+        raise TamperedError("the share index holds a malformed or oversized list of extended attributes")
+    out = []
+    for pair in pairs:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise TamperedError("the share index holds a malformed extended attribute")
+        name, value = pair[0], unb64(pair[1])
+        if not name.startswith("user.") or len(name.encode("utf-8", "surrogateescape")) > MAX_XATTR_NAME \
+                or len(value) > MAX_XATTR_VALUE or "\0" in name:
+            raise TamperedError(f"the share index holds an extended attribute outside its bounds ({name[:40]!r})")
+        out.append((name, value))
+    return out
+
+
+class LayoutCheck:
+    """The publisher's proof that a stream of records resolves, before anything is posted.
+
+    Checks what a reader relies on: the header first and the trailer's count;
+    every path safe; every F record's segments add up to its size, its piece
+    hashes are well formed and its content hash is the hash of them; every P
+    member lies inside the K pack before it; every H record names a content
+    hash. ``problem`` is the first thing that does not hold (a bug of the
+    publisher: the version must not be posted).
+    """
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.files = 0
+        self.bytes = 0
+        self.problem: str | None = None
+        self._pack_len: int | None = None
+        self._ended = False
+
+    def _fail(self, why: str) -> None:
+        if self.problem is None:
+            self.problem = f"record {self.records}: {why}"
+
+    def add(self, rec: list[Any]) -> None:
+        from usenetsync_cli.core.hashing import file_content_hash
+
+        self.records += 1
+        kind = rec[0]
+        if self.records == 1:
+            if kind != "H" or not isinstance(rec[1], dict) or rec[1].get("format") != FORMAT:
+                self._fail("the index does not start with its header")
+            return
+        if self._ended:
+            self._fail("records after the trailer")
+            return
+        if kind != "P":
+            self._pack_len = None if kind != "K" else int(rec[4])
+        try:
+            if kind in ("D", "F", "P", "E", "L", "H", "X"):
+                safe_relpath(path_bytes(rec[1]))
+            if kind == "X":
+                xattrs_of(rec)
+            if kind == "F":
+                size, segs = int(rec[2]), rec[6]
+                pieces = [bytes.fromhex(s[4]) for s in segs]
+                if not segs or sum(int(s[3]) for s in segs) != size:
+                    self._fail(f"the segments of {rec[1]!r} do not add up to its size")
+                elif any(len(p) != 32 for p in pieces) or file_content_hash(size, pieces) != bytes.fromhex(rec[5]):
+                    self._fail(f"the content hash of {rec[1]!r} is not the hash of its pieces")
+                self.files += 1
+                self.bytes += size
+            elif kind == "P":
+                off, size = int(rec[5]), int(rec[2])
+                if self._pack_len is None:
+                    self._fail(f"{rec[1]!r} is a pack member without its pack")
+                elif off < 0 or size <= 0 or off + size > self._pack_len or len(bytes.fromhex(rec[6])) != 32:
+                    self._fail(f"{rec[1]!r} does not lie inside its pack")
+                self.files += 1
+                self.bytes += size
+            elif kind == "H":
+                safe_relpath(path_bytes(rec[2]))
+                if len(bytes.fromhex(rec[4])) != 32:
+                    self._fail(f"the hard link {rec[1]!r} has no content hash")
+                self.files += 1
+            elif kind == "E":
+                self.files += 1
+            elif kind == "T":
+                self._ended = True
+                if int(rec[1]) != self.records:
+                    self._fail("the trailer's count is not the number of records")
+        except (TamperedError, ValueError, TypeError, IndexError, KeyError) as e:
+            self._fail(f"a malformed {kind} record ({e})")
+
+    def finish(self) -> None:
+        if not self._ended:
+            self._fail("no trailer")

@@ -12,11 +12,18 @@ Decisions (``Action``) for a path the share version names:
 - ``same``: content already identical (ours, or the user's own copy: adopted);
   only mode and mtime are applied;
 - ``update``: ours and unchanged since we wrote it (reader_state.py); replace;
+- ``clear``: a folder is in the way of a file or symlink of the share, and
+  everything in it is ours and unchanged (a folder the share turned into a
+  file): it is removed, then the path is written;
 - ``conflict``: the user's (not ours, or changed since): a plain download
   refuses before writing anything; ``--sync`` keeps it and writes the share's
   version beside it as ``NAME.usenetsync-conflict-vN``; ``--overwrite``
   moves it into the home's ``replaced/`` folder, then writes.
-A path whose parent is blocked by a file or symlink is a conflict too.
+A path whose parent is blocked by a file or symlink is a conflict too,
+unless that parent is ours and becomes a folder in this version (then
+everything below it is new). Folders the reader created are recorded as
+ours (kind 2), so ``--sync`` can remove them once the share drops them and
+they are empty of anything else.
 
 Modes: without ``--keep-special-modes`` a restored file or folder never gets
 setuid, setgid or sticky bits nor any bit the user's umask clears (the
@@ -39,7 +46,7 @@ from pathlib import Path
 from usenetsync_cli.core.hashing import file_content_hash, piece_hash
 from usenetsync_cli.core.manifest import UnsafePathError, safe_relpath
 from usenetsync_cli.errors import InputPathError
-from usenetsync_cli.pipeline.reader_state import KIND_FILE, KIND_LINK, ReaderState
+from usenetsync_cli.pipeline.reader_state import KIND_DIR, KIND_FILE, KIND_LINK, ReaderState
 
 CONFLICT_TAG = b".usenetsync-conflict-v"
 _READ = 1 << 22
@@ -49,6 +56,7 @@ class Action(str, Enum):
     NEW = "new"
     SAME = "same"
     UPDATE = "update"
+    CLEAR = "clear"
     CONFLICT = "conflict"
 
 
@@ -270,6 +278,8 @@ class Survey:
         self.version = version
         self.conflicts = Conflicts()
         self.adopted = 0
+        # Folders this version (re)creates where something of ours was: what is below them is new.
+        self.fresh: set[bytes] = set()
 
     def _record(self, rel: bytes) -> _Record | None:
         rows = self.reader.conn.execute(
@@ -280,8 +290,18 @@ class Survey:
         kind, size, mtime, ino, ctime, content = rows[0]
         return _Record(kind, None if size is None else (size, mtime, ino, ctime), content)
 
+    def _under_fresh(self, rel: bytes) -> bool:
+        parent = os.path.dirname(rel)
+        while parent:
+            if parent in self.fresh:
+                return True
+            parent = os.path.dirname(parent)
+        return False
+
     def _lstat(self, rel: bytes, full: bytes) -> os.stat_result | Action:
         """What is at ``rel``: NEW if nothing, CONFLICT if a parent is not a real folder, else its lstat."""
+        if self.fresh and self._under_fresh(rel):
+            return Action.NEW
         blocker = self.dest.blocked_parent(rel)
         if blocker is not None:
             self.conflicts.add(rel, f"{os.fsdecode(blocker)} is not a folder")
@@ -295,6 +315,47 @@ class Survey:
         """Written by a download of this destination and not touched since (same lstat)."""
         rec = self._record(rel)
         return rec is not None and rec.kind == kind and rec.key is not None and rec.key == lstat_key(st)
+
+    def ours_unchanged(self, rel: bytes, full: bytes, st: os.stat_result) -> bool:
+        """Ours and unchanged in content (a file touched since is hashed), of any kind."""
+        rec = self._record(rel)
+        if rec is None:
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            return rec.kind == KIND_DIR
+        kind = KIND_LINK if stat.S_ISLNK(st.st_mode) else KIND_FILE if stat.S_ISREG(st.st_mode) else -1
+        if rec.kind != kind:
+            return False
+        if rec.key is not None and rec.key == lstat_key(st):
+            return True
+        return kind == KIND_FILE and rec.content is not None and (
+            local_content_hash(full, st.st_size, self.segment_size) == rec.content
+        )
+
+    def removable_tree(self, rel: bytes, full: bytes) -> bool:
+        """Is the folder at ``rel`` ours, with everything below it ours and unchanged?"""
+        if not self.ours_unchanged(rel, full, os.lstat(full)):
+            return False
+        try:
+            with os.scandir(full) as it:
+                for entry in it:
+                    sub = rel + b"/" + entry.name
+                    st = entry.stat(follow_symlinks=False)
+                    if stat.S_ISDIR(st.st_mode):
+                        if not self.removable_tree(sub, entry.path):
+                            return False
+                    elif not self.ours_unchanged(sub, entry.path, st):
+                        return False
+        except OSError:
+            return False
+        return True
+
+    def _in_the_way(self, rel: bytes, full: bytes, st: os.stat_result) -> Action:
+        """A folder where the share has a file or symlink: cleared if it is all ours, else the user's."""
+        if stat.S_ISDIR(st.st_mode) and self.removable_tree(rel, full):
+            return Action.CLEAR
+        self.conflicts.add(rel, "a folder is in the way" if stat.S_ISDIR(st.st_mode) else "something else is there")
+        return Action.CONFLICT
 
     def file(self, rel: bytes, size: int, content: bytes) -> Action:
         """A regular file of the share (``content``: its content hash)."""
@@ -320,8 +381,7 @@ class Survey:
             return Action.CONFLICT
         if stat.S_ISLNK(st.st_mode) and self.unchanged_ours(rel, st, KIND_LINK):
             return Action.UPDATE
-        self.conflicts.add(rel, "a folder is in the way" if stat.S_ISDIR(st.st_mode) else "something else is there")
-        return Action.CONFLICT
+        return self._in_the_way(rel, full, st)
 
     def symlink(self, rel: bytes, target: bytes) -> Action:
         full = self.dest.full(rel)
@@ -333,8 +393,10 @@ class Survey:
                 return Action.SAME
             if self.unchanged_ours(rel, st, KIND_LINK):
                 return Action.UPDATE
-        elif stat.S_ISREG(st.st_mode) and self.unchanged_ours(rel, st, KIND_FILE):
+        elif stat.S_ISREG(st.st_mode) and self.ours_unchanged(rel, full, st):
             return Action.UPDATE
+        elif stat.S_ISDIR(st.st_mode):
+            return self._in_the_way(rel, full, st)
         self.conflicts.add(rel, "something else is there")
         return Action.CONFLICT
 
@@ -345,8 +407,8 @@ class Survey:
             return st
         if stat.S_ISDIR(st.st_mode):
             return Action.SAME
-        kind = KIND_LINK if stat.S_ISLNK(st.st_mode) else KIND_FILE
-        if self.unchanged_ours(rel, st, kind):
+        if self.ours_unchanged(rel, full, st):
+            self.fresh.add(rel)
             return Action.UPDATE
         self.conflicts.add(rel, "a file is in the way")
         return Action.CONFLICT

@@ -49,7 +49,7 @@ from typing import Any
 
 from usenetsync_cli.core.crypto import SEAL_OVERHEAD, open_segment, place_aad
 from usenetsync_cli.core.hashing import file_content_hash, piece_hash
-from usenetsync_cli.core.manifest import path_bytes
+from usenetsync_cli.core.manifest import path_bytes, xattrs_of
 from usenetsync_cli.core.msgid import segment_message_id
 from usenetsync_cli.errors import DownloadIncompleteError, LocalConflictError, TamperedError, UsenetSyncError
 from usenetsync_cli.nntp import ServerSpec
@@ -60,6 +60,7 @@ from usenetsync_cli.pipeline.download_write import (
     DownloadSummary,
     FileJob,
     FolderSecrets,
+    HardLink,
     Task,
     Writer,
     folder_secrets,
@@ -125,7 +126,11 @@ class _Run:
         self.done_rows: deque[tuple[int, int, bytes]] = deque()
         self.dirs: list[tuple[bytes, int, int]] = []
         self.symlinks: list[tuple[bytes, bytes, int, Action]] = []
+        self.links: list[HardLink] = []  # second names of files (H records): a version's hard links, few
+        self.xattrs: list[tuple[bytes, list[tuple[str, bytes]]]] = []  # with --xattrs: files that carry some
         self.plan_present = False
+        # Paths the version links others to (first names of H records): they may have more than one name.
+        self.first_names: set[bytes] = set()
         self._seen: list[tuple[bytes]] = []
         self._spill: list[tuple[int, int, str, str]] = []  # deferred tasks not yet in the database
         self._waiting: list[tuple[bytes, str]] = []
@@ -158,6 +163,10 @@ class _Run:
             elif kind == "E":
                 rel = path_bytes(rec[1])
                 action = survey.file(rel, 0, file_content_hash(0, []))
+            elif kind == "H":
+                rel = path_bytes(rec[1])
+                action = survey.file(rel, _int(rec[3]), _hash(rec[4]))
+                self.first_names.add(path_bytes(rec[2]))
             elif kind == "L":
                 rel, action = path_bytes(rec[1]), survey.symlink(path_bytes(rec[1]), path_bytes(rec[2]))
             else:
@@ -228,6 +237,17 @@ class _Run:
                 self._see(rel)
                 action = self.action(rel)
                 self.symlinks.append((rel, path_bytes(rec[2]), _int(rec[3]), action))
+            elif kind == "X":
+                pairs = xattrs_of(rec)  # bounded whether or not they are restored
+                if self.opts.xattrs:
+                    self.xattrs.append((path_bytes(rec[1]), pairs))
+            elif kind == "H":
+                rel = path_bytes(rec[1])
+                self._see(rel)
+                self.s.files += 1
+                self.dest.full(path_bytes(rec[2]))  # the first name must be a safe path too
+                self.links.append(HardLink(rel, path_bytes(rec[2]), _hash(rec[4]), _int(rec[5]), _int(rec[6]),
+                                           self.action(rel)))
             elif kind == "R":
                 with self.reader.conn:
                     self.reader.conn.execute("INSERT OR REPLACE INTO rgroup VALUES(?,?,?)", (rec[1], rec[2], json.dumps(rec)))
@@ -260,6 +280,7 @@ class _Run:
     def _folder(self, rel: bytes, mode: int, mtime: int) -> None:
         action = self.action(rel)
         self.s.dirs += 1
+        self._see(rel)
         if action is Action.CONFLICT and not self.opts.overwrite:
             return  # reported by the survey; what is under it is blocked too
         path = self.dest.place(rel)
@@ -275,6 +296,7 @@ class _Run:
             st = None
         if st is None:
             os.mkdir(path, 0o700)
+            self.w.record_dir(rel)
         self.dirs.append((rel, mode, mtime))
 
     def _job(self, rel: bytes, size: int, mtime: int, mode: int, content: bytes, layout: list[int]) -> FileJob | None:
@@ -288,7 +310,10 @@ class _Run:
         path = self.dest.place(rel)
         job = FileJob(rel=rel, path=path, size=size, mtime_ns=mtime, mode=mode, content=content, action=action,
                       layout=layout, pieces=[None] * len(layout))
-        if action is Action.SAME:
+        if action is Action.SAME and os.lstat(path).st_nlink > 1 and rel not in self.first_names:
+            # The same bytes, but still one name of a file the version no longer links: write a copy of its own.
+            job.action = Action.UPDATE
+        if job.action is Action.SAME:
             self.w.apply_meta(job, path)
             self.w.record(job, path)
             self.s.files_skipped += 1
@@ -382,7 +407,8 @@ class _Run:
                     return "hash mismatch"
                 checked.append(h)
         for job, file_off, pay_off, length, _mh, _i in task.writes:
-            pwrite_all(job.tmp, view[pay_off : pay_off + length], file_off)
+            # A large file's zero blocks are left as holes (its temporary file was pre-sized).
+            pwrite_all(job.tmp, view[pay_off : pay_off + length], file_off, sparse=task.piece is not None)
         with self.lock:
             for n, (job, _off, _po, _len, mh, i) in enumerate(task.writes):
                 job.pieces[i] = task.piece if mh is None else mh
@@ -478,7 +504,8 @@ def download_records(
             assert run.fs is not None
             repair_spilled(run.w, run.fs, spec)
         settle_waiting(run.w)
-        run.w.finish_tree(run.symlinks, run.dirs)
+        run.w.finish_tree(run.symlinks, run.dirs, run.links, run.xattrs)
+        run.dest.ensure_root()  # a version with nothing in it still leaves its (empty) folder
     finally:
         run._commit_done()
         pool.close()

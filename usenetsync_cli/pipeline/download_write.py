@@ -35,7 +35,7 @@ from usenetsync_cli.pipeline.destination import (
     lstat_key,
     move_aside,
 )
-from usenetsync_cli.pipeline.reader_state import KIND_FILE, KIND_LINK, ReaderState
+from usenetsync_cli.pipeline.reader_state import KIND_DIR, KIND_FILE, KIND_LINK, ReaderState
 
 TMP_SUFFIX = b".uspart"
 _DAMAGED_NAMES = 100
@@ -48,6 +48,7 @@ class DownloadOptions:
     overwrite: bool = False  # replace the user's conflicting files (moved into the home's replaced/ first)
     keep_deleted: bool = False  # with sync: remove nothing
     keep_special_modes: bool = False
+    xattrs: bool = False  # restore the user.* extended attributes the share carries
 
 
 @dataclass(eq=False)
@@ -89,6 +90,7 @@ class DownloadSummary:
     files_skipped: int = 0  # already there with the share's content (mode and mtime applied)
     files_adopted: int = 0  # the user's own identical copy, now counted as ours
     files_deleted: int = 0
+    dirs_deleted: int = 0  # --sync: folders ours that the share dropped, removed once empty
     dirs: int = 0
     symlinks: int = 0
     bytes_written: int = 0
@@ -145,6 +147,18 @@ def disk_error(e: OSError, where: bytes) -> UsenetSyncError:
     return InputPathError(f"cannot write {os.fsdecode(where)}: {e.strerror}")
 
 
+@dataclass(frozen=True)
+class HardLink:
+    """Another name of a file of the version (an H record): linked once the first name is in place."""
+
+    rel: bytes
+    first: bytes
+    content: bytes
+    mtime_ns: int
+    mode: int
+    action: Action
+
+
 class Writer:
     """Gives verified files their names in DEST and records them as ours; never over the user's files.
 
@@ -196,6 +210,8 @@ class Writer:
             os.chmod(job.tmp, self.modes.file(job.mode))
             os.utime(job.tmp, ns=(job.mtime_ns, job.mtime_ns))
             final = job.path
+            if job.action is Action.CLEAR:
+                self.clear_tree(job.rel)  # a folder of ours the share turned into this file
             if job.action is Action.CONFLICT and self.opts.overwrite:
                 if os.path.lexists(final):  # (a conflict of its folder was moved aside already)
                     self.move_aside(job.rel)
@@ -254,14 +270,51 @@ class Writer:
         moved = move_aside(self.dest, rel, self.replaced_root)
         self.s.replaced.append(str(moved))
 
+    def record_dir(self, rel: bytes) -> None:
+        """A folder this download created: ours, so --sync may remove it once the share drops it."""
+        with self.reader.conn:
+            self.reader.conn.execute(
+                "INSERT OR REPLACE INTO files(path, kind, version) VALUES(?,?,?)", (rel, KIND_DIR, self.version)
+            )
+
+    def clear_tree(self, rel: bytes) -> None:
+        """Remove the folder at ``rel`` and what is in it (the survey proved all of it ours and unchanged)."""
+        top = self.dest.full(rel)
+        for dirpath, dirnames, filenames in os.walk(top, topdown=False):
+            for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+                os.unlink(os.path.join(dirpath, name))
+            for name in dirnames:
+                full = os.path.join(dirpath, name)
+                if not os.path.islink(full):
+                    os.rmdir(full)
+        os.rmdir(top)
+        with self.reader.conn:
+            self.reader.conn.execute(
+                "DELETE FROM files WHERE path=? OR (path>=? AND path<?)", (rel, rel + b"/", rel + b"0")
+            )
+
     def move_blocker(self, rel: bytes) -> bool:
         self.move_aside(rel)
         return True
 
     def finish_tree(
-        self, symlinks: list[tuple[bytes, bytes, int, Action]], dirs: list[tuple[bytes, int, int]]
+        self, symlinks: list[tuple[bytes, bytes, int, Action]], dirs: list[tuple[bytes, int, int]],
+        links: list[HardLink] = (),  # type: ignore[assignment]
+        xattrs: list[tuple[bytes, list[tuple[str, bytes]]]] = (),  # type: ignore[assignment]
     ) -> None:
-        """Symlinks (last: nothing is written through one), --sync removals, then folder modes, deepest first."""
+        """Hard links, extended attributes, symlinks (last: nothing is written through one), --sync removals,
+        folder modes."""
+        for link in links:
+            self._hard_link(link)
+        if self.opts.xattrs:
+            carried = set()
+            for rel, pairs in xattrs:
+                self._xattrs(rel, pairs)
+                carried.add(rel)
+            # Exactly the share's: a file of this version without attributes has none of the user's kind.
+            for (rel,) in self.reader.conn.execute("SELECT path FROM seen").fetchall():
+                if rel not in carried:
+                    self._drop_user_xattrs(rel)
         for rel, target, mtime, action in symlinks:
             self._symlink(rel, target, mtime, action)
         if self.opts.sync and not self.opts.keep_deleted:
@@ -274,6 +327,83 @@ class Writer:
             except OSError:
                 pass
 
+    def _hard_link(self, link: HardLink) -> None:
+        """Give the file at ``link.first`` the name ``link.rel`` too: one copy of the data, as in the source."""
+        rel = link.rel
+        if link.action is Action.CONFLICT and self.opts.sync and self.dest.blocked_parent(rel) is not None:
+            return
+        first = self.dest.full(link.first)
+        rows = self.reader.conn.execute("SELECT content FROM files WHERE path=? AND kind=?", (link.first, KIND_FILE))
+        got = rows.fetchall()
+        try:
+            first_st = os.lstat(first)
+        except OSError:
+            first_st = None
+        if not got or got[0][0] != link.content or first_st is None or not stat.S_ISREG(first_st.st_mode):
+            self.s.damage(rel, f"its first name {os.fsdecode(link.first)} was not written")
+            return
+        path = self.dest.place(rel)
+        try:
+            if link.action is Action.SAME and os.lstat(path).st_ino == first_st.st_ino:
+                pass
+            elif link.action is Action.CONFLICT and not self.opts.overwrite:
+                copy = conflict_name(path, self.version)
+                os.link(first, copy)
+                self.s.conflict_copies.append(os.fsdecode(os.path.relpath(copy, self.dest.root)))
+                return
+            else:
+                if link.action is Action.CLEAR:
+                    self.clear_tree(rel)
+                elif link.action is Action.CONFLICT and os.path.lexists(path):
+                    self.move_aside(rel)
+                tmp = tmp_of(path)
+                if os.path.lexists(tmp):
+                    os.unlink(tmp)
+                os.link(first, tmp)
+                os.replace(tmp, path)  # NEW, or ours (UPDATE, SAME but a separate copy)
+        except OSError as e:
+            raise disk_error(e, path) from None
+        self.s.files_written += 1
+        with self.reader.conn:  # linking changed the first name's ctime: record both as they are now
+            for name, full in ((rel, path), (link.first, first)):
+                self.reader.conn.execute(
+                    "INSERT OR REPLACE INTO files VALUES(?,?,?,?,?,?,?,?)",
+                    (name, KIND_FILE, *lstat_key(os.lstat(full)), link.content, self.version),
+                )
+
+    def _drop_user_xattrs(self, rel: bytes) -> None:
+        path = self.dest.full(rel)
+        try:
+            if not os.path.isfile(path) or os.path.islink(path):
+                return
+            names = [n for n in os.listxattr(path, follow_symlinks=False) if n.startswith("user.")]
+        except OSError:
+            return
+        if names:
+            self._xattrs(rel, [])
+
+    def _xattrs(self, rel: bytes, pairs: list[tuple[str, bytes]]) -> None:
+        """Make the file's user.* attributes exactly the share's (only on a file this download owns)."""
+        rows = self.reader.conn.execute("SELECT content FROM files WHERE path=? AND kind=?", (rel, KIND_FILE)).fetchall()
+        path = self.dest.full(rel)
+        if not rows or not os.path.isfile(path) or os.path.islink(path):
+            return  # not written here (a conflict, damaged): nothing of the user's is touched
+        try:
+            want = dict(pairs)
+            for name in os.listxattr(path, follow_symlinks=False):
+                if name.startswith("user.") and name not in want:
+                    os.removexattr(path, name, follow_symlinks=False)
+            for name, value in pairs:
+                os.setxattr(path, name, value, follow_symlinks=False)
+        except OSError as e:
+            self.s.damage(rel, f"its extended attributes could not be set: {e.strerror}")
+            return
+        with self.reader.conn:  # setting attributes moved ctime: record the file as it is now
+            self.reader.conn.execute(
+                "INSERT OR REPLACE INTO files VALUES(?,?,?,?,?,?,?,?)",
+                (rel, KIND_FILE, *lstat_key(os.lstat(path)), rows[0][0], self.version),
+            )
+
     def _symlink(self, rel: bytes, target: bytes, mtime: int, action: Action) -> None:
         if action is Action.CONFLICT and self.opts.sync and self.dest.blocked_parent(rel) is not None:
             return
@@ -283,6 +413,9 @@ class Writer:
                 pass
             elif action is Action.UPDATE:
                 os.unlink(path)
+                os.symlink(target, path)
+            elif action is Action.CLEAR:
+                self.clear_tree(rel)
                 os.symlink(target, path)
             elif action is Action.CONFLICT and self.opts.overwrite:
                 if os.path.lexists(path):
@@ -307,12 +440,20 @@ class Writer:
             )
 
     def _remove_dropped(self) -> None:
-        """Files ours and unchanged that the share no longer has go; changed ones are the user's now."""
+        """What is ours and unchanged that the share no longer has goes; changed things are the user's now.
+
+        Files and symlinks first, then folders deepest first: a folder goes only
+        once it is empty (anything left in it is the user's: it is kept and
+        reported).
+        """
         conn = self.reader.conn
         gone = conn.execute(
             "SELECT path, kind, size, mtime_ns, ino, ctime_ns, content FROM files WHERE path NOT IN (SELECT path FROM seen)"
         ).fetchall()
+        folders = sorted((r[0] for r in gone if r[1] == KIND_DIR), key=lambda p: p.count(b"/"), reverse=True)
         for rel, kind, size, mtime, ino, ctime, content in gone:
+            if kind == KIND_DIR:
+                continue
             try:
                 path = self.dest.full(rel)
                 st = os.lstat(path)
@@ -332,18 +473,62 @@ class Writer:
                     self.s.kept.append(f"{os.fsdecode(rel)} (changed locally; the share removed it)")
             with conn:
                 conn.execute("DELETE FROM files WHERE path=?", (rel,))
+        for rel in folders:
+            try:
+                path = self.dest.full(rel)
+                if self.dest.blocked_parent(rel) is None and stat.S_ISDIR(os.lstat(path).st_mode):
+                    os.rmdir(path)
+                    self.s.dirs_deleted += 1
+            except OSError as e:
+                if e.errno in (errno.ENOTEMPTY, errno.EEXIST) and len(self.s.kept) < _DAMAGED_NAMES:
+                    self.s.kept.append(f"{os.fsdecode(rel)}/ (the share removed this folder; it holds files of yours)")
+            except TamperedError:
+                pass
+            with conn:
+                conn.execute("DELETE FROM files WHERE path=?", (rel,))
 
 
-def pwrite_all(path: bytes, data: memoryview, offset: int) -> None:
-    """Write all of ``data`` at ``offset`` (a full disk may write part, then fail)."""
+_BLOCK = 1 << 16
+_ZEROS = bytes(_BLOCK)
+
+
+def nonzero_spans(view: memoryview) -> list[tuple[int, int]]:
+    """(start, end) of the runs of ``view`` that are not whole 64 KiB blocks of zeros.
+
+    How a download leaves holes: a file is pre-sized with ``ftruncate`` (a
+    hole), so a zero block that is simply not written stays a hole and the
+    file comes back sparse; nothing about holes is recorded in the index.
+    Cheap on real data: a block whose first or last byte is not zero is not
+    compared at all.
+    """
+    spans: list[tuple[int, int]] = []
+    start: int | None = None
+    n = len(view)
+    for off in range(0, n, _BLOCK):
+        end = min(off + _BLOCK, n)
+        zero = view[off] == 0 and view[end - 1] == 0 and bytes(view[off:end]) == _ZEROS[: end - off]
+        if zero and start is not None:
+            spans.append((start, off))
+            start = None
+        elif not zero and start is None:
+            start = off
+    if start is not None:
+        spans.append((start, n))
+    return spans
+
+
+def pwrite_all(path: bytes, data: memoryview, offset: int, *, sparse: bool = False) -> None:
+    """Write all of ``data`` at ``offset`` (a full disk may write part, then fail); ``sparse``: skip zero blocks."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            while data:
-                n = os.pwrite(fd, data, offset)
-                if n <= 0:
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                data, offset = data[n:], offset + n
+            for start, end in nonzero_spans(data) if sparse else [(0, len(data))]:
+                chunk, at = data[start:end], offset + start
+                while chunk:
+                    n = os.pwrite(fd, chunk, at)
+                    if n <= 0:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    chunk, at = chunk[n:], at + n
         finally:
             os.close(fd)
     except OSError as e:

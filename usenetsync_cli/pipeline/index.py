@@ -34,21 +34,22 @@ from usenetsync_cli.store.state import State, iter_mask, shard_of
 
 # New files are upserted: a row may exist for a file that was deleted and came back.
 _INSERT = (
-    "INSERT INTO files(folder_id, dir_id, name, kind, size, mtime_ns, ctime_ns, inode, mode, target,"
-    " present, changed_run) VALUES(?,?,?,?,?,?,?,?,?,?,1,?)"
+    "INSERT INTO files(folder_id, dir_id, name, kind, size, mtime_ns, ctime_ns, inode, mode, target, nlink, xattrs,"
+    " present, changed_run) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,1,?)"
     " ON CONFLICT(folder_id, dir_id, name) DO UPDATE SET kind=excluded.kind, size=excluded.size,"
     " mtime_ns=excluded.mtime_ns, ctime_ns=excluded.ctime_ns, inode=excluded.inode, mode=excluded.mode,"
-    " target=excluded.target, present=1, changed_run=excluded.changed_run"
+    " target=excluded.target, nlink=excluded.nlink, xattrs=excluded.xattrs, present=1, changed_run=excluded.changed_run"
 )
 _UPDATE = (
-    "UPDATE files SET kind=?, size=?, mtime_ns=?, ctime_ns=?, inode=?, mode=?, target=?, changed_run=?"
+    "UPDATE files SET kind=?, size=?, mtime_ns=?, ctime_ns=?, inode=?, mode=?, target=?, nlink=?, xattrs=?,"
+    " changed_run=?"
     " WHERE folder_id=? AND dir_id=? AND name=?"
 )
 _DELETE = "UPDATE files SET present=0, changed_run=? WHERE folder_id=? AND dir_id=? AND name=?"
 # Columns after dir_id mirror scan.FileEntry, so a stored row compares to a
 # scanned entry with one tuple comparison. Only present files are read.
 _SELECT_DIRS = (
-    "SELECT dir_id, name, kind, size, mtime_ns, ctime_ns, inode, mode, target"
+    "SELECT dir_id, name, kind, size, mtime_ns, ctime_ns, inode, mode, target, nlink, xattrs"
     " FROM files WHERE folder_id=? AND dir_id IN ({}) AND present=1"
 )
 
@@ -68,6 +69,7 @@ class IndexSummary:
     symlinks: int = 0
     dirs: int = 0
     special_skipped: int = 0
+    special_samples: list[str] = field(default_factory=list)
     vanished: int = 0
     warnings: int = 0
     warning_samples: list[str] = field(default_factory=list)
@@ -111,21 +113,25 @@ def index_folder(
     path: str | os.PathLike[str],
     *,
     follow_symlinks: bool = False,
+    xattrs: bool | None = None,
     progress: ProgressFn | None = None,
     clock: Callable[[], float] = time.monotonic,
     batch_rows: int = 50_000,
 ) -> IndexSummary:
+    """Merge a scan of ``path`` into the state. ``xattrs``: carry ``user.*`` extended attributes;
+    None keeps what the folder was indexed with last (the choice is stored with the folder)."""
     root = resolve_folder(path)
     root_b = os.fsencode(root)
     cat = state.catalog
     folder = catalog.get_or_create_folder(cat, root_b)
+    xattrs = catalog.folder_xattrs(cat, folder.folder_id, xattrs)
     run_id = catalog.start_run(cat, "index", folder.folder_id)
     summary = IndexSummary(folder=str(root), folder_id=folder.folder_id)
     counters = ScanCounters()
     writer = BatchWriter(state, max_rows=batch_rows, clock=clock)
     t0 = clock()
     try:
-        _merge(state, writer, folder, run_id, root_b, summary, counters, follow_symlinks, progress, clock, t0)
+        _merge(state, writer, folder, run_id, root_b, summary, counters, follow_symlinks, xattrs, progress, clock, t0)
         writer.flush()
         _sweep_unseen_dirs(state, folder, run_id, summary)
     except BaseException as e:
@@ -135,6 +141,7 @@ def index_folder(
     summary.dirs = counters.dirs
     summary.symlinks = counters.symlinks
     summary.special_skipped = counters.special
+    summary.special_samples = counters.special_samples
     summary.vanished = counters.vanished
     summary.warnings = counters.warnings
     summary.warning_samples = counters.warning_samples
@@ -160,13 +167,14 @@ def _merge(
     s: IndexSummary,
     counters: ScanCounters,
     follow_symlinks: bool,
+    xattrs: bool,
     progress: ProgressFn | None,
     clock: Callable[[], float],
     t0: float,
 ) -> None:
     batch: list[DirListing] = []
     nfiles = 0
-    for listing in scan_tree(root_b, counters, follow_symlinks=follow_symlinks):
+    for listing in scan_tree(root_b, counters, follow_symlinks=follow_symlinks, xattrs=xattrs):
         batch.append(listing)
         nfiles += len(listing.files)
         if len(batch) < DIR_BATCH and nfiles < FILE_BATCH:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,15 +34,17 @@ from usenetsync_cli.core.crypto import FolderKeys, new_nonce, seal_segment
 from usenetsync_cli.core.manifest import (
     FORMAT,
     PART_BYTES,
+    LayoutCheck,
     RootHeader,
     dumps_record,
     encode_root,
     index_aad,
     path_str,
+    xattr_pairs,
 )
 from usenetsync_cli.core.msgid import folder_domains, index_message_id
 from usenetsync_cli.core.names import WireNames
-from usenetsync_cli.errors import UploadIncompleteError
+from usenetsync_cli.errors import UploadIncompleteError, UsenetSyncError
 from usenetsync_cli.nntp import Connection, DuplicateArticle, ServerSpec
 from usenetsync_cli.pipeline.poster import open_connection
 from usenetsync_cli.store import catalog
@@ -103,18 +106,25 @@ def iter_records(
         base = dirs[dir_id]
         return path_str(base + b"/" + name if base else name)
 
+    links = _hard_links(state, fid, rel_of)
     for shard, conn in enumerate(state.shards):
-        for file_id, dir_id, name, kind, size, mtime, mode, target, gen, chash, planned, unstable in conn.execute(
-            _PRESENT_FILES, (fid,)
-        ).fetchall():
+        for file_id, dir_id, name, kind, size, mtime, mode, target, gen, chash, planned, unstable, xattrs in (
+            conn.execute(_PRESENT_FILES, (fid,)).fetchall()
+        ):
             path = rel_of(dir_id, name)
+            if xattrs is not None and kind == 0 and (gen is not None or size == 0):
+                yield ["X", path, xattr_pairs(xattrs)]
+                count += 1
             if kind == 1:
                 yield ["L", path, path_str(target or b""), mtime]
             elif gen is not None:
                 if unstable and held is not None:
                     held.append(path)
                 dsize, dmtime = conn.execute(_DONE_STAT, (file_id,)).fetchall()[0]
-                if dsize == 0:
+                primary = links.get((shard, file_id))
+                if primary is not None:
+                    yield ["H", path, primary, dsize, chash.hex(), dmtime, mode]
+                elif dsize == 0:
                     yield ["E", path, dmtime, mode]
                 else:
                     segs = conn.execute(_LAYOUT_SEGMENTS, (file_id, gen)).fetchall()
@@ -142,13 +152,20 @@ def iter_records(
                 raise NotUploadedError("some small files are not fully posted and verified (a repair is under way?)")
             yield ["K", shard, seg_id, attempt, length, h.hex(), server_id]
             count += 1
-            for dir_id, name, size, mtime, mode, off, mh in members:
+            for member_id, dir_id, name, size, mtime, mode, off, mh in members:
+                if (shard, member_id) in links:
+                    continue  # a second name of a file: its H record stands for it
                 yield ["P", rel_of(dir_id, name), size, mtime, mode, off, mh.hex()]
                 count += 1
     # Recovery groups, so a reader can rebuild missing articles from PAR2 on the fly.
     from usenetsync_cli.pipeline.recovery import iter_layouts
 
     for lay in iter_layouts(state, folder):
+        if not state.shards[lay.shard].execute(
+            f"SELECT 1 FROM segments WHERE state<>4 AND seg_id IN ({','.join('?' * len(lay.members))}) LIMIT 1",
+            [m.seg_id for m in lay.members],
+        ).fetchall():
+            continue  # it covers nothing live: no reader of this version needs it
         yield ["R", lay.shard, lay.group_id, lay.gnonce.hex(), lay.block_size,
                [[m.seg_id, m.pos, m.sealed_len, m.sealed_hash.hex() if m.sealed_hash else None, m.msgid,
                  # A reader cannot recompute a pack's hash (it does not see every member): GCM and
@@ -173,9 +190,36 @@ def _published_gen(f: str) -> str:
 
 _PRESENT_FILES = (
     f"SELECT file_id, dir_id, name, kind, size, mtime_ns, mode, target, {_published_gen('')}, content_hash,"
-    " plan_size IS NOT NULL, unstable FROM files WHERE folder_id=? AND present=1 ORDER BY file_id"
+    " plan_size IS NOT NULL, unstable, xattrs FROM files WHERE folder_id=? AND present=1 ORDER BY file_id"
 )
 _DONE_STAT = "SELECT done_size, done_mtime_ns FROM files WHERE file_id=?"
+_LINKED = (
+    f"SELECT file_id, dir_id, name, inode, {_published_gen('')}, content_hash FROM files"
+    " WHERE folder_id=? AND nlink>1 AND present=1 AND kind=0"
+)
+
+
+def _hard_links(state: State, folder_id: int, rel_of: Callable[[int, bytes], str]) -> dict[tuple[int, int], str]:
+    """(shard, file_id) of every second (third, ...) name of a file -> the path of its first name.
+
+    Names of one inode with one published content hash are one file: the
+    first path (in byte order) is published with its data, the others as
+    ``H`` records. Only files with a link count over one are looked at, so
+    memory holds the folder's hard links, not its files.
+    """
+    groups: dict[int, list[tuple[str, int, int, bytes]]] = {}
+    for shard, conn in enumerate(state.shards):
+        for file_id, dir_id, name, inode, gen, chash in conn.execute(_LINKED, (folder_id,)):
+            if gen is not None and chash is not None:
+                groups.setdefault(inode, []).append((rel_of(dir_id, name), shard, file_id, chash))
+    out: dict[tuple[int, int], str] = {}
+    for names in groups.values():
+        if len(names) < 2 or len({n[3] for n in names}) != 1:
+            continue  # one name, or the names hold different contents (changed between index runs)
+        names.sort()
+        for path, shard, file_id, _h in names[1:]:
+            out[(shard, file_id)] = names[0][0]
+    return out
 _LAYOUT_SEGMENTS = (
     "SELECT seg_id, attempt, length, hash, server_msgid, state FROM segments WHERE file_id=? AND gen=? AND state<>4"
     " ORDER BY idx"
@@ -186,7 +230,7 @@ _LIVE_PACKS = (
 )
 # Members a share version holds: files (regular, present) whose published generation is in this pack.
 _PACK_MEMBERS = (
-    "SELECT f.dir_id, f.name, f.done_size, f.done_mtime_ns, f.mode, m.pack_offset, m.hash FROM pack_members m"
+    "SELECT f.file_id, f.dir_id, f.name, f.done_size, f.done_mtime_ns, f.mode, m.pack_offset, m.hash FROM pack_members m"
     f" JOIN files f ON f.file_id=m.file_id WHERE m.seg_id=? AND f.present=1 AND f.kind=0 AND m.gen IS ({_published_gen('f.')})"
     " ORDER BY m.pack_offset"
 )
@@ -201,6 +245,8 @@ class Published:
     parts: int
     index_bytes: int
     records: int
+    files: int = 0
+    bytes: int = 0
     # Files left out because they kept changing and were never read consistently (relative paths).
     skipped: list[str] = field(default_factory=list)
     # Files published at their last consistent content although they changed since.
@@ -274,52 +320,67 @@ def publish_version(
     from usenetsync_cli.pipeline.upload import folder_context
 
     settle_folder(state, folder, folder_context(folder, spec.groups), spec)
-    for attempt in range(_ROOT_TRIES):
-        conn = open_connection(spec)
-        try:
-            skipped: list[str] = []
-            held: list[str] = []
-            poster = _PartPoster(conn, secrets, version, spec.groups)
-            comp = zstandard.ZstdCompressor(level=3).compressobj()
-            buf = bytearray()
-            records = 0
-            for rec in iter_records(state, folder, skipped, held):
-                buf += comp.compress(dumps_record(rec))
-                records += 1
-                while len(buf) >= PART_BYTES:
-                    poster.post(bytes(buf[:PART_BYTES]))
-                    del buf[:PART_BYTES]
-            buf += comp.flush()
-            while buf:
-                poster.post(bytes(buf[:PART_BYTES]))
-                del buf[:PART_BYTES]
-            missing = [m for m, ok in conn.stat_many(poster.ids) if not ok]
-            if missing:
-                raise NotUploadedError(f"{len(missing)} share index articles did not arrive", hint="run the command again")
-            header = RootHeader(
-                kind=secrets.kind, version=version, parts=poster.parts, index_sha256=poster.digest.digest(),
-                index_bytes=poster.bytes, sign_pub=sign_pub, box_pub=box_pub, created=int(time.time()),
-                key_wrap=key_wrap_for_version(), part_nonce=poster.nonce,
-            )
-            mid = root_message_id(secrets.locator_key, version)
+    tmpdir = state.home.state_dir / "tmp"
+    tmpdir.mkdir(mode=0o700, exist_ok=True)
+    with tempfile.TemporaryFile(dir=tmpdir) as spool:
+        skipped: list[str] = []
+        held: list[str] = []
+        check = _spool_checked(iter_records(state, folder, skipped, held), spool)
+        for attempt in range(_ROOT_TRIES):
+            spool.seek(0)
+            conn = open_connection(spec)
             try:
-                _post_article(conn, mid, encode_root(header, sign), spec.groups, WireNames.fresh())
-            except DuplicateArticle:
-                # A crashed publication got as far as its root: that version is taken
-                # (and complete). Publish ours, sealed anew, as the next one.
-                version += 1
-                continue
-            if not conn.stat(mid):
-                raise NotUploadedError("the share's root article did not arrive", hint="run the command again")
-            conn.quit()
-            return Published(version=version, parts=poster.parts, index_bytes=poster.bytes, records=records,
-                             skipped=skipped, unstable=held)
-        finally:
-            conn.close()
+                poster = _PartPoster(conn, secrets, version, spec.groups)
+                while chunk := spool.read(PART_BYTES):
+                    poster.post(chunk)
+                missing = [m for m, ok in conn.stat_many(poster.ids) if not ok]
+                if missing:
+                    raise NotUploadedError(f"{len(missing)} share index articles did not arrive", hint="run the command again")
+                header = RootHeader(
+                    kind=secrets.kind, version=version, parts=poster.parts, index_sha256=poster.digest.digest(),
+                    index_bytes=poster.bytes, sign_pub=sign_pub, box_pub=box_pub, created=int(time.time()),
+                    key_wrap=key_wrap_for_version(), part_nonce=poster.nonce,
+                )
+                mid = root_message_id(secrets.locator_key, version)
+                try:
+                    _post_article(conn, mid, encode_root(header, sign), spec.groups, WireNames.fresh())
+                except DuplicateArticle:
+                    # A crashed publication got as far as its root: that version is taken
+                    # (and complete). Publish ours, sealed anew, as the next one.
+                    version += 1
+                    continue
+                if not conn.stat(mid):
+                    raise NotUploadedError("the share's root article did not arrive", hint="run the command again")
+                conn.quit()
+                return Published(version=version, parts=poster.parts, index_bytes=poster.bytes, records=check.records,
+                                 skipped=skipped, unstable=held, files=check.files, bytes=check.bytes)
+            finally:
+                conn.close()
     raise NotUploadedError(
         f"the server reports the roots of {_ROOT_TRIES} share versions in a row as taken",
         hint="the server may be misbehaving or someone posts junk at this share's IDs; try another server",
     )
+
+
+def _spool_checked(records: Iterator[list[Any]], spool: Any) -> LayoutCheck:
+    """Compress the version's records into ``spool``, proving that its layout resolves; nothing is posted yet.
+
+    A version whose layout does not resolve is a bug of this program: it is
+    refused (exit 1) before a single article leaves.
+    """
+    check = LayoutCheck()
+    comp = zstandard.ZstdCompressor(level=3).compressobj()
+    for rec in records:
+        check.add(rec)
+        spool.write(comp.compress(dumps_record(rec)))
+    spool.write(comp.flush())
+    check.finish()
+    if check.problem is not None:
+        raise UsenetSyncError(
+            f"refusing to publish a share version whose layout does not resolve: {check.problem}",
+            hint="nothing was posted; this is a bug of usenetsync: rerun with USENETSYNC_DEBUG=1 and report it",
+        )
+    return check
 
 
 _ROOT_TRIES = 16

@@ -52,14 +52,14 @@ from usenetsync_cli.store.home import Home
 
 LEGACY_DIR = b".usenetsync"
 
-KIND_FILE, KIND_LINK = 0, 1
+KIND_FILE, KIND_LINK, KIND_DIR = 0, 1, 2
 
 _MIGRATIONS: list[db.Migration] = [
     """
     CREATE TABLE meta(k TEXT PRIMARY KEY, v BLOB);
     CREATE TABLE files(
         path BLOB PRIMARY KEY,      -- relative to DEST, raw bytes
-        kind INTEGER NOT NULL,      -- 0 regular file, 1 symlink
+        kind INTEGER NOT NULL,      -- 0 regular file, 1 symlink, 2 folder (created by a download)
         size INTEGER, mtime_ns INTEGER, ino INTEGER, ctime_ns INTEGER,  -- lstat after writing; NULL: unknown
         content BLOB,               -- file: BLAKE3 content hash; symlink: its target
         version INTEGER NOT NULL DEFAULT 0

@@ -28,8 +28,9 @@ S_IFLNK = 0o120000
 KIND_FILE = 0
 KIND_SYMLINK = 1
 
-# (name, kind, size, mtime_ns, ctime_ns, inode, mode, symlink target or None)
-FileEntry = tuple[bytes, int, int, int, int, int, int, bytes | None]
+# (name, kind, size, mtime_ns, ctime_ns, inode, mode, symlink target or None, link count,
+#  extended attributes (xattr_blob) or None when not asked for)
+FileEntry = tuple[bytes, int, int, int, int, int, int, bytes | None, int, bytes | None]
 
 
 @dataclass(slots=True)
@@ -49,6 +50,7 @@ class ScanCounters:
     warnings: int = 0
     loops: int = 0
     warning_samples: list[str] = field(default_factory=list)
+    special_samples: list[str] = field(default_factory=list)  # a few skipped sockets, FIFOs, devices
 
     def warn(self, message: str) -> None:
         self.warnings += 1
@@ -60,11 +62,33 @@ def _join(rel: bytes, name: bytes) -> bytes:
     return rel + b"/" + name if rel else name
 
 
+def xattr_blob(path: bytes) -> bytes | None:
+    """The ``user.*`` extended attributes of a file, canonically encoded (None if it has none).
+
+    Encoding: sorted (name, value) pairs, each as u16be name length, name,
+    u32be value length, value. Only the ``user`` namespace is carried:
+    ``security``/``trusted``/``system`` attributes belong to the machine.
+    """
+    try:
+        names = sorted(n for n in os.listxattr(path, follow_symlinks=False) if n.startswith("user."))
+        if not names:
+            return None
+        out = bytearray()
+        for name in names:
+            raw = name.encode("utf-8", "surrogateescape")
+            value = os.getxattr(path, name, follow_symlinks=False)
+            out += len(raw).to_bytes(2, "big") + raw + len(value).to_bytes(4, "big") + value
+        return bytes(out)
+    except OSError:
+        return None  # unsupported here, or vanished: nothing to carry
+
+
 def scan_tree(
     root: bytes,
     counters: ScanCounters,
     *,
     follow_symlinks: bool = False,
+    xattrs: bool = False,
     scandir: Callable[[bytes], object] = os.scandir,
 ) -> Iterator[DirListing]:
     """Yield one ``DirListing`` per directory below (and including) ``root``."""
@@ -103,13 +127,16 @@ def scan_tree(
                     m = est.st_mode
                     fmt = m & ifmt
                     if fmt == ifreg:
-                        append((entry.name, kind_file, est.st_size, est.st_mtime_ns, est.st_ctime_ns, est.st_ino, m, None))
+                        append((entry.name, kind_file, est.st_size, est.st_mtime_ns, est.st_ctime_ns, est.st_ino, m, None,
+                                est.st_nlink, xattr_blob(entry.path) if xattrs else None))
                     elif fmt == ifdir:
                         subdirs.append((_join(rel, entry.name), m, est.st_mtime_ns))
                     elif fmt == iflnk:
                         _symlink(entry, rel, est, files, subdirs, counters, follow_symlinks, visited)
                     else:
                         counters.special += 1
+                        if len(counters.special_samples) < 5:
+                            counters.special_samples.append(os.fsdecode(entry.path))
             except OSError as e:  # the listing itself failed part-way (e.g. EIO)
                 counters.warn(f"error listing {os.fsdecode(full)}: {e.strerror}")
         yield DirListing(rel, dmode, dmtime, files)
@@ -151,7 +178,8 @@ def _symlink(
         fmt = tst.st_mode & S_IFMT
         if fmt == S_IFREG:
             files.append(
-                (name, KIND_FILE, tst.st_size, tst.st_mtime_ns, tst.st_ctime_ns, tst.st_ino, tst.st_mode, None)
+                (name, KIND_FILE, tst.st_size, tst.st_mtime_ns, tst.st_ctime_ns, tst.st_ino, tst.st_mode, None, tst.st_nlink,
+                 None)
             )
         elif fmt == S_IFDIR:
             subdirs.append((_join(rel, name), tst.st_mode, tst.st_mtime_ns))
@@ -168,5 +196,5 @@ def _symlink(
         return
     counters.symlinks += 1
     files.append(
-        (name, KIND_SYMLINK, 0, lst.st_mtime_ns, lst.st_ctime_ns, lst.st_ino, lst.st_mode, target)
+        (name, KIND_SYMLINK, 0, lst.st_mtime_ns, lst.st_ctime_ns, lst.st_ino, lst.st_mode, target, 1, None)
     )

@@ -151,12 +151,23 @@ def publish(state: State, share: Share, identity: Identity, spec: ServerSpec) ->
         state, folder, secrets, version=share.version + 1, spec=spec, sign=identity.sign,
         sign_pub=pub.sign_pub, box_pub=pub.box_pub, key_wrap_for_version=key_wrap,
     )
+    check = {"version": result.version, "records": result.records, "files": result.files, "bytes": result.bytes,
+             "resolved": True, "held": len(result.unstable), "skipped": len(result.skipped),
+             "checked_ns": time.time_ns()}
     with state.catalog:
         state.catalog.execute(
-            "UPDATE shares SET version=?, published_ns=?, files=?, bytes=?, index_parts=? WHERE share_pk=?",
-            (result.version, time.time_ns(), folder.files, folder.bytes, result.parts, share.share_pk),
+            "UPDATE shares SET version=?, published_ns=?, files=?, bytes=?, index_parts=?, layout_check=?"
+            " WHERE share_pk=?",
+            (result.version, time.time_ns(), result.files, result.bytes, result.parts, json.dumps(check),
+             share.share_pk),
         )
     return result
+
+
+def layout_check(state: State, share: Share) -> dict[str, Any] | None:
+    """What the publisher proved about the share's current version when it published it (None: never)."""
+    rows = state.catalog.execute("SELECT layout_check FROM shares WHERE share_pk=?", (share.share_pk,)).fetchall()
+    return json.loads(rows[0][0]) if rows and rows[0][0] else None
 
 
 def needs_republish(state: State, share: Share) -> bool:

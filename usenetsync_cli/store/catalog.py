@@ -67,6 +67,16 @@ def get_or_create_folder(conn: apsw.Connection, path: bytes) -> Folder:
     return created
 
 
+def folder_xattrs(conn: apsw.Connection, folder_id: int, wanted: bool | None) -> bool:
+    """Whether this folder's index carries extended attributes; ``wanted`` (not None) changes it for good."""
+    if wanted is not None:
+        with conn:
+            conn.execute("UPDATE folders SET xattrs=? WHERE folder_id=?", (int(wanted), folder_id))
+        return wanted
+    rows = conn.execute("SELECT xattrs FROM folders WHERE folder_id=?", (folder_id,)).fetchall()
+    return bool(rows and rows[0][0])
+
+
 def list_folders(conn: apsw.Connection) -> Iterator[Folder]:
     for row in conn.execute(f"SELECT {_FOLDER_COLS} FROM folders ORDER BY folder_id"):
         yield Folder(*row)

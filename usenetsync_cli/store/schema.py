@@ -112,6 +112,15 @@ CATALOG_MIGRATIONS: list[Migration] = [
     );
     CREATE INDEX shares_folder ON shares(folder_id);
     """,
+    # v4: what the publisher proved about the version it published (records, files, bytes, that
+    # every layout resolved), so `verify` reports it without reading the state again.
+    """
+    ALTER TABLE shares ADD COLUMN layout_check TEXT;
+    """,
+    # v5: the folder's choice to carry extended attributes (`index --xattrs`), kept for later runs.
+    """
+    ALTER TABLE folders ADD COLUMN xattrs INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 SHARD_MIGRATIONS: list[Migration] = [
@@ -206,5 +215,13 @@ SHARD_MIGRATIONS: list[Migration] = [
     -- step pages through this, never through every file.
     CREATE INDEX files_unsettled ON files(folder_id, file_id)
         WHERE present=1 AND kind=0 AND plan_size IS NOT NULL AND done_gen IS NOT gen;
+    """,
+    # v6: link counts, so hard links of a folder are published as links (one copy of the data),
+    #   and user.* extended attributes for folders indexed with --xattrs.
+    #   Rows indexed before read 1 (no link) until the next index sees them.
+    """
+    ALTER TABLE files ADD COLUMN nlink INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE files ADD COLUMN xattrs BLOB;     -- user.* extended attributes (scan.xattr_blob), if carried
+    CREATE INDEX files_linked ON files(folder_id, inode) WHERE nlink>1 AND present=1 AND kind=0;
     """,
 ]

@@ -10,6 +10,8 @@ Invariants (hold at the start of every test, restored afterwards by monkeypatch)
   nothing (platformdirs, the CLI, libraries) can read or write the real
   user's files.
 - Output is deterministic: ``COLUMNS=120`` and ``NO_COLOR=1``.
+- ``USENETSYNC_TESTONLY_WEAKEN_KDF=1``: new identity files and password
+  shares use the cheapest Argon2id (core/kdf.py ``for_new_data``).
 
 ``tests.support.inn`` is loaded as a plugin so its ``inn``/``inn_server``
 fixtures are available in every test package.
@@ -31,6 +33,8 @@ def isolate_environment(monkeypatch: pytest.MonkeyPatch, usenetsync_home: Path, 
         if name.startswith("USENETSYNC_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("USENETSYNC_HOME", str(usenetsync_home))
+    # Argon2id at its real cost is ~1 s a wrap here; tests that check the real cost unset this.
+    monkeypatch.setenv("USENETSYNC_TESTONLY_WEAKEN_KDF", "1")
     monkeypatch.setenv("HOME", str(home))
     for var, sub in (
         ("XDG_CONFIG_HOME", ".config"),

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from usenetsync_cli.core.identity import Identity, ScryptParams
-from usenetsync_cli.errors import ConfigError, NotFoundError, TamperedError, WrongPasswordError
+from tests.core.identity_vectors import PHRASE, V1_IDENTITY, V1_PASS, V1_PLAIN, V1_PROTECTED
+from usenetsync_cli.core.identity import Argon2Params, Identity, identity_file_info
+from usenetsync_cli.errors import (
+    ConfigError,
+    NotFoundError,
+    PasswordTooShortError,
+    TamperedError,
+    WrongPasswordError,
+)
 from usenetsync_cli.store import keystore
 from usenetsync_cli.store.home import Home
-from usenetsync_cli.store.keystore import PassphraseSource
+from usenetsync_cli.store.keystore import PassphraseSource, PhraseSource
 
-FAST = ScryptParams(n=2**10)
+FAST = Argon2Params(t=1, m_kib=8, p=1)
 PASS = "hunter2 is not a passphrase"
 ALICE = Identity.from_private_bytes(b"\x01" * 32, b"\x02" * 32)
 
@@ -115,14 +124,29 @@ def test_prompt_on_a_tty(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_new_passphrase_is_confirmed() -> None:
-    answers = iter(["one", "two"])
+    answers = iter([PASS, PASS + "!"])
     src = PassphraseSource(env={}, prompt=lambda _: next(answers), is_tty=lambda: True)
     with pytest.raises(ConfigError, match="differ"):
         src.new("test")
-    same = iter(["one", "one"])
-    assert PassphraseSource(env={}, prompt=lambda _: next(same), is_tty=lambda: True).new("test") == "one"
+    same = iter([PASS, PASS])
+    assert PassphraseSource(env={}, prompt=lambda _: next(same), is_tty=lambda: True).new("test") == PASS
     with pytest.raises(ConfigError, match="empty"):
         PassphraseSource(env={}, prompt=lambda _: "", is_tty=lambda: True).new("test")
+
+
+def test_new_passphrase_has_a_minimum_length(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def prompt(text: str) -> str:
+        asked.append(text)
+        return "eleven char"
+
+    with pytest.raises(PasswordTooShortError, match="at least 12") as exc:
+        PassphraseSource(env={}, prompt=prompt, is_tty=lambda: True).new("test")
+    assert len(asked) == 1 and exc.value.exit_code == 25  # said before asking a second time
+    short = _secret_file(tmp_path / "pw", "eleven char")
+    with pytest.raises(PasswordTooShortError):
+        PassphraseSource(file=short, prompt=_no_prompt).new("test")
 
 
 def test_wrong_passphrase_names_no_secret(home: Home, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -185,3 +209,137 @@ def test_write_private_file_respects_umask_and_force(tmp_path: Path) -> None:
         keystore.write_private_file(target, b"y", force=False)
     keystore.write_private_file(target, b"y", force=True)
     assert target.read_bytes() == b"y" and sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+# --- identity files of version 1 ------------------------------------------------------------
+
+
+def _install_v1(home: Home) -> Path:
+    return keystore.write_identity_bytes(home, V1_PROTECTED)
+
+
+def test_old_file_is_rewrapped_with_argon2id_when_unlocked(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keystore, "DEFAULT_KDF", FAST)
+    path = _install_v1(home)
+    # V1_PASS ("old passphrase") is 14 characters; any old passphrase works, short or not.
+    src = PassphraseSource(file=_secret_file(tmp_path / "pw", V1_PASS), prompt=_no_prompt)
+    assert keystore.load_identity(home, src) == V1_IDENTITY
+    info = identity_file_info(path.read_bytes())
+    assert info.version == 2 and info.params == FAST and not info.outdated_kdf and not info.has_phrase
+    assert json.loads(path.read_bytes())["kind"] == "keys"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in home.config_dir.iterdir()) == ["identity.json"]
+    loaded = keystore.load_identity(home, src)  # the same passphrase opens the new file
+    assert loaded == V1_IDENTITY and loaded._private_bytes() == V1_IDENTITY._private_bytes()
+
+
+def test_old_file_is_left_alone_on_a_wrong_passphrase(home: Home, tmp_path: Path) -> None:
+    path = _install_v1(home)
+    with pytest.raises(WrongPasswordError):
+        keystore.load_identity(home, PassphraseSource(file=_secret_file(tmp_path / "pw", PASS)))
+    assert path.read_bytes() == V1_PROTECTED
+
+
+def test_old_unprotected_file_loads_as_it_is(home: Home) -> None:
+    path = keystore.write_identity_bytes(home, V1_PLAIN)
+    assert keystore.load_identity(home, PassphraseSource(prompt=_no_prompt, is_tty=lambda: False)) == V1_IDENTITY
+    assert path.read_bytes() == V1_PLAIN  # no KDF to upgrade
+
+
+def test_rewrap_never_clobbers_a_file_replaced_meanwhile(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keystore, "DEFAULT_KDF", FAST)
+    path = _install_v1(home)
+    newer = Identity.from_phrase(PHRASE).to_file_bytes(None)
+    real = Identity.to_file_bytes
+
+    def init_force_meanwhile(self: Identity, *args: object, **kw: object) -> bytes:
+        path.write_bytes(newer)  # `keys init --force` finished while we derived the new key
+        return real(self, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Identity, "to_file_bytes", init_force_meanwhile)
+    src = PassphraseSource(file=_secret_file(tmp_path / "pw", V1_PASS))
+    assert keystore.load_identity(home, src) == V1_IDENTITY
+    assert path.read_bytes() == newer
+
+
+def test_rewrap_is_checked_before_it_replaces_the_old_file(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The identity file may be the only copy of these keys: a re-wrapped file
+    # that does not open to the same identity must never replace it.
+    monkeypatch.setattr(keystore, "DEFAULT_KDF", FAST)
+    path = _install_v1(home)
+    other = Identity.from_phrase(PHRASE)
+    real = Identity.to_file_bytes
+    monkeypatch.setattr(Identity, "to_file_bytes", lambda self, *a, **kw: real(other, *a, **kw))
+    src = PassphraseSource(file=_secret_file(tmp_path / "pw", V1_PASS))
+    assert keystore.load_identity(home, src) == V1_IDENTITY
+    assert path.read_bytes() == V1_PROTECTED
+
+
+def test_rewrap_failure_keeps_the_old_file_working(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keystore, "DEFAULT_KDF", FAST)
+    path = _install_v1(home)
+
+    def full(*args: object, **kw: object) -> None:
+        raise keystore.DiskFullError("no space left on device")
+
+    monkeypatch.setattr(keystore, "write_private_file", full)
+    src = PassphraseSource(file=_secret_file(tmp_path / "pw", V1_PASS))
+    assert keystore.load_identity(home, src) == V1_IDENTITY
+    assert path.read_bytes() == V1_PROTECTED
+
+
+# --- recovery phrase sources ----------------------------------------------------------------
+
+
+def test_phrase_from_a_private_file(tmp_path: Path) -> None:
+    f = _secret_file(tmp_path / "phrase", PHRASE)
+    assert PhraseSource(file=f, prompt=_no_prompt).get().split() == PHRASE.split()
+    loose = _secret_file(tmp_path / "loose", PHRASE, mode=0o640)
+    with pytest.raises(ConfigError, match="readable by other users") as exc:
+        PhraseSource(file=loose).get()
+    assert "chmod 600" in exc.value.hint
+    with pytest.raises(ConfigError, match="cannot read phrase file"):
+        PhraseSource(file=tmp_path / "missing").get()
+    huge = _secret_file(tmp_path / "huge", "abandon " * 1000)
+    with pytest.raises(ConfigError, match="more than 4096"):
+        PhraseSource(file=huge).get()
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe" * 10)
+    binary.chmod(0o600)
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        PhraseSource(file=binary).get()
+
+
+def test_the_phrase_given_as_the_file_name_is_never_echoed(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        PhraseSource(file=PHRASE).get()
+    text = str(exc.value) + exc.value.hint
+    assert "not the phrase itself" in text and "shell history" in text
+    assert not {w for w in PHRASE.split() if len(w) > 4} & set(text.replace(",", " ").split())
+
+
+def test_phrase_from_stdin_and_prompt() -> None:
+    assert PhraseSource(file="-", stdin=io.StringIO(PHRASE + "\n"), prompt=_no_prompt).get().strip() == PHRASE
+    with pytest.raises(ConfigError, match="more than 4096"):
+        PhraseSource(file="-", stdin=io.StringIO("x" * 5000)).get()
+    asked: list[str] = []
+
+    def prompt(text: str) -> str:
+        asked.append(text)
+        return PHRASE
+
+    assert PhraseSource(prompt=prompt, is_tty=lambda: True).get() == PHRASE
+    assert asked == ["recovery phrase (24 words, not shown as you type): "]
+    with pytest.raises(ConfigError, match="no recovery phrase entered"):
+        PhraseSource(prompt=lambda _: "  ", is_tty=lambda: True).get()
+    with pytest.raises(ConfigError, match="stdin is not a terminal") as exc:
+        PhraseSource(prompt=_no_prompt, is_tty=lambda: False).get()
+    assert "--phrase-file" in exc.value.hint

@@ -34,7 +34,8 @@ def test_env_is_isolated_and_fresh(run: int, isolated_env: Path) -> None:
         assert path.is_dir() and path.is_relative_to(home)
     assert Path("~").expanduser() == home
     assert os.environ["COLUMNS"] == "120" and os.environ["NO_COLOR"] == "1"
-    assert [k for k in os.environ if k.startswith("USENETSYNC_")] == ["USENETSYNC_HOME"]
+    assert sorted(k for k in os.environ if k.startswith("USENETSYNC_")) == [
+        "USENETSYNC_HOME", "USENETSYNC_TESTONLY_WEAKEN_KDF"]
     assert str(ush) not in _seen_homes  # a new directory for every test
     _seen_homes.append(str(ush))
 

@@ -1,9 +1,23 @@
-"""A user's identity: an Ed25519 signing key and an X25519 key-agreement key.
+"""A user's identity: an Ed25519 signing key, an X25519 key-agreement key and a backup key.
 
-Owns: generating identities, their public half (``PublicIdentity``), its
-fingerprint and its copy-pasteable text form (``uspk1…``), the private
-identity file format (JSON, versioned, optionally passphrase-protected),
-signing and verifying, and the X25519 exchange every other module uses.
+Owns: making identities from a recovery phrase (or generating one), their
+public half (``PublicIdentity``), its fingerprint and its copy-pasteable text
+form (``uspk1…``), the private identity file format (JSON, versioned,
+optionally passphrase-protected), signing and verifying, and the X25519
+exchange every other module uses.
+
+Derivation from the phrase (a format: a phrase must give the same identity
+forever; ``core.phrase`` turns the 24 words into the 32 bytes of entropy)::
+
+    sign_seed  = HKDF-SHA256(ikm = entropy, salt = none (32 zero bytes, RFC 5869),
+                             info = b"usenetsync/v2/identity/sign",   length = 32)
+    box_priv   = HKDF-SHA256(same, info = b"usenetsync/v2/identity/box",    length = 32)
+    backup_key = HKDF-SHA256(same, info = b"usenetsync/v2/identity/backup", length = 32)
+
+``sign_seed`` is the RFC 8032 Ed25519 private key, ``box_priv`` the RFC 7748
+X25519 private scalar (clamped when used), ``backup_key`` a symmetric key for
+the owner's backups (nothing else of it is stored). Identities made before
+recovery phrases (random keys) have no phrase and no backup key.
 
 Public key text form::
 
@@ -11,26 +25,46 @@ Public key text form::
     checksum    = SHA-256(b"usenetsync/v1/pubkey"   || sign_pub || box_pub)[:4]
     fingerprint = SHA-256(b"usenetsync/v1/identity" || sign_pub || box_pub)[:8]
 
-Identity file (JSON, UTF-8, written ``indent=2``)::
+Identity file, version 2 (JSON, UTF-8, written ``indent=2``; what is written now)::
 
-    {"type": "usenetsync-identity", "version": 1,
+    {"type": "usenetsync-identity", "version": 2,
      "sign_pub": b64, "box_pub": b64,
+     "kind": "phrase" | "keys",      # secret = the phrase's entropy (32 bytes)
+                                     #   | sign_priv || box_priv (64; an old identity re-wrapped)
+     "protection": "argon2id-aes256gcm" | "none",
+     "argon2id": {"t": int, "m_kib": int, "p": int, "salt": b64},   # protected only
+     "nonce": b64,                                                  # protected only
+     "private": b64,    # AES-256-GCM(Argon2id(passphrase), secret),
+                        #   AAD = b"usenetsync/v2/identity-file" || canonical JSON of
+                        #   the header (every field above but nonce and private);
+                        #   or, unprotected, the secret in clear
+     "checksum": b64}   # SHA-256(b"usenetsync/v2/identity-file/checksum" || canonical
+                        #   JSON of every other field)
+
+Identity file, version 1 (read only; written by earlier versions)::
+
+    {"type": "usenetsync-identity", "version": 1, "sign_pub", "box_pub",
      "protection": "scrypt-aes256gcm" | "none",
-     "scrypt": {"n": int, "r": int, "p": int, "salt": b64},   # protected only
-     "nonce": b64,                                            # protected only
-     "private": b64,    # AES-256-GCM(scrypt(passphrase), sign_priv || box_priv),
-                        #   AAD = the header (every field above but nonce);
-                        #   or, unprotected, sign_priv || box_priv in clear
-     "checksum": b64}   # SHA-256 over the canonical form of every other field
+     "scrypt": {"n", "r", "p", "salt"}, "nonce",          # protected only
+     "private": sign_priv || box_priv (AES-256-GCM(scrypt(passphrase)), AAD =
+                b"usenetsync/v1/identity-file" || canonical header) or in clear,
+     "checksum": SHA-256(b"usenetsync/v1/identity-file/checksum" || canonical rest)}
+
+"Canonical JSON" is ``json.dumps(obj, sort_keys=True, separators=(",", ":"),
+ensure_ascii=True)``. Protected version 1 files are re-wrapped as version 2
+(kind "keys") by ``store.keystore`` the first time their passphrase opens them.
 
 Invariants:
-- No private key byte and no passphrase ever appears in a ``repr``, ``str``
-  or exception message.
+- No private key byte, phrase, entropy or passphrase ever appears in a
+  ``repr``, ``str`` or exception message.
 - Loading never returns an identity whose private keys do not match the
-  public keys written in the file.
+  public keys written in the file (for kind "phrase": the keys derived from
+  the stored entropy).
 - The unkeyed ``checksum`` only classifies accidental damage (so a corrupt
-  file says "damaged", not "wrong passphrase"); security rests on AES-GCM
-  with the header as AAD, plus the private/public consistency check.
+  file says "damaged", not "wrong passphrase"), and it is checked before any
+  KDF runs; security rests on AES-GCM with the header as AAD, plus the
+  private/public consistency check. KDF parameters read from a file are
+  bounded before use (``core.kdf``).
 - Every base32/base64 decode is canonical (re-encoding must give the same
   text), so a changed character can never decode to the same bytes.
 - No I/O except the marked EDGEs that read the OS CSPRNG.
@@ -43,28 +77,41 @@ import binascii
 import hashlib
 import json
 import os
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from usenetsync_cli.core.kdf import (
+    DEFAULT_ARGON2,
+    DEFAULT_SCRYPT,
+    KDF_SALT_SIZE,
+    Argon2Params,
+    ScryptParams,
+    derive_argon2id,
+    derive_scrypt,
+    normalize_passphrase,
+)
+from usenetsync_cli.core.phrase import ENTROPY_SIZE, entropy_to_phrase, phrase_to_entropy
 from usenetsync_cli.errors import ConfigError, TamperedError, WrongPasswordError
 
 __all__ = [
+    "DEFAULT_ARGON2",
     "DEFAULT_SCRYPT",
     "FINGERPRINT_SIZE",
     "IDENTITY_FILE_VERSION",
     "KEY_SIZE",
     "PUBKEY_PREFIX",
     "SIGNATURE_SIZE",
+    "Argon2Params",
     "Identity",
     "IdentityFileInfo",
+    "NoRecoveryPhraseError",
     "PublicIdentity",
     "ScryptParams",
     "derive_scrypt",
@@ -78,84 +125,32 @@ KEY_SIZE = 32
 FINGERPRINT_SIZE = 8
 SIGNATURE_SIZE = 64
 PUBKEY_PREFIX = "uspk1"
-IDENTITY_FILE_VERSION = 1
+IDENTITY_FILE_VERSION = 2
 
 _FP_LABEL = b"usenetsync/v1/identity"
 _PUBKEY_CHECK_LABEL = b"usenetsync/v1/pubkey"
-_FILE_AAD_LABEL = b"usenetsync/v1/identity-file"
-_FILE_CHECK_LABEL = b"usenetsync/v1/identity-file/checksum"
+_INFO_SIGN = b"usenetsync/v2/identity/sign"
+_INFO_BOX = b"usenetsync/v2/identity/box"
+_INFO_BACKUP = b"usenetsync/v2/identity/backup"
 _FILE_TYPE = "usenetsync-identity"
+_V1_AAD_LABEL = b"usenetsync/v1/identity-file"
+_V1_CHECK_LABEL = b"usenetsync/v1/identity-file/checksum"
+_V2_AAD_LABEL = b"usenetsync/v2/identity-file"
+_V2_CHECK_LABEL = b"usenetsync/v2/identity-file/checksum"
 _PROT_SCRYPT = "scrypt-aes256gcm"
+_PROT_ARGON2 = "argon2id-aes256gcm"
 _PROT_NONE = "none"
-_SALT_SIZE = 16
+_KIND_PHRASE = "phrase"
+_KIND_KEYS = "keys"
+_SECRET_SIZE = {_KIND_PHRASE: ENTROPY_SIZE, _KIND_KEYS: 2 * KEY_SIZE}
+_SALT_SIZE = KDF_SALT_SIZE
 _NONCE_SIZE = 12
+_TAG_SIZE = 16
 _CHECKSUM_SIZE = 4
 # 68 payload bytes -> ceil(544 / 5) = 109 base32 characters.
 _PUBKEY_TEXT_LEN = -(-(2 * KEY_SIZE + _CHECKSUM_SIZE) * 8 // 5)
 
 _B32_ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyz234567")
-
-
-# --- scrypt -----------------------------------------------------------------
-
-# Bounds keep a damaged or hostile header from asking for gigabytes of memory
-# (scrypt needs 128 * n * r bytes) or minutes of CPU before we can say no.
-_MIN_LOG2_N = 10
-_MAX_LOG2_N = 22
-_MAX_R = 32
-_MAX_P = 16
-_MAX_SCRYPT_MEM = 1 << 30
-
-
-@dataclass(frozen=True, slots=True)
-class ScryptParams:
-    """scrypt cost parameters; ``n`` a power of two in [2**10, 2**22]."""
-
-    n: int = 2**15
-    r: int = 8
-    p: int = 1
-
-    def __post_init__(self) -> None:
-        problem = self.problem()
-        if problem:
-            raise ValueError(problem)
-
-    def problem(self) -> str:
-        """Why these parameters are unacceptable, or "" when they are fine."""
-        n, r, p = self.n, self.r, self.p
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (n, r, p)):
-            return "scrypt parameters must be integers"
-        if n < 2 or n & (n - 1):
-            return "scrypt n must be a power of two"
-        if not _MIN_LOG2_N <= n.bit_length() - 1 <= _MAX_LOG2_N:
-            return f"scrypt n must be between 2**{_MIN_LOG2_N} and 2**{_MAX_LOG2_N}"
-        if not 1 <= r <= _MAX_R or not 1 <= p <= _MAX_P:
-            return f"scrypt r must be in 1..{_MAX_R} and p in 1..{_MAX_P}"
-        if 128 * n * r > _MAX_SCRYPT_MEM:
-            return "scrypt parameters need more than 1 GiB of memory"
-        return ""
-
-    @property
-    def log2_n(self) -> int:
-        return self.n.bit_length() - 1
-
-
-DEFAULT_SCRYPT = ScryptParams()
-
-
-def normalize_passphrase(passphrase: str | bytes) -> bytes:
-    """UTF-8 of the NFC form, so the same passphrase typed on two systems matches."""
-    if isinstance(passphrase, bytes):
-        return passphrase
-    return unicodedata.normalize("NFC", passphrase).encode("utf-8")
-
-
-def derive_scrypt(passphrase: str | bytes, salt: bytes, params: ScryptParams) -> bytes:
-    """32 bytes from scrypt; an empty passphrase is a programming error here."""
-    secret = normalize_passphrase(passphrase)
-    if not secret:
-        raise ValueError("empty passphrase")
-    return Scrypt(salt=salt, length=32, n=params.n, r=params.r, p=params.p).derive(secret)
 
 
 # --- base32 / base64 helpers ---------------------------------------------------
@@ -199,7 +194,7 @@ def _unb64(value: Any, what: str, size: int | None = None) -> bytes:
 def _damaged(detail: str) -> TamperedError:
     return TamperedError(
         f"identity file is damaged or was altered: {detail}",
-        hint="restore it from your export (`usenetsync keys import FILE`)",
+        hint="restore it from your export (`usenetsync keys import FILE`) or your phrase (`usenetsync keys restore`)",
     )
 
 
@@ -289,17 +284,41 @@ def x25519_exchange(private_key: X25519PrivateKey, peer_pub: bytes) -> bytes:
         raise TamperedError("key exchange failed: the peer public key is invalid") from None
 
 
+# --- derivation ------------------------------------------------------------------
+
+
+def _hkdf(entropy: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(entropy)
+
+
+class NoRecoveryPhraseError(ConfigError):
+    """The identity predates recovery phrases: it has neither a phrase nor a backup key."""
+
+    hint = (
+        "make a new identity with a phrase: `usenetsync keys init --force`"
+        " (save this one first with `usenetsync keys export FILE`)"
+    )
+
+    def __init__(
+        self, message: str = "this identity was made before recovery phrases existed and has none",
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint)
+
+
 # --- private identity ------------------------------------------------------------
 
 
 class Identity:
     """A private identity. ``repr`` shows only the fingerprint."""
 
-    __slots__ = ("_box", "_public", "_sign")
+    __slots__ = ("_box", "_entropy", "_public", "_sign")
 
-    def __init__(self, sign_key: Ed25519PrivateKey, box_key: X25519PrivateKey) -> None:
+    def __init__(self, sign_key: Ed25519PrivateKey, box_key: X25519PrivateKey, *, entropy: bytes | None = None) -> None:
+        """Prefer the constructors below; ``entropy`` must be what ``sign_key``/``box_key`` derive from."""
         self._sign = sign_key
         self._box = box_key
+        self._entropy = entropy
         raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
         self._public = PublicIdentity(
             sign_pub=sign_key.public_key().public_bytes(*raw), box_pub=box_key.public_key().public_bytes(*raw)
@@ -307,11 +326,29 @@ class Identity:
 
     @classmethod
     def generate(cls) -> Identity:
-        """EDGE (reads the OS CSPRNG): a fresh identity."""
-        return cls(Ed25519PrivateKey.generate(), X25519PrivateKey.generate())
+        """EDGE (reads the OS CSPRNG): a fresh identity, from a fresh recovery phrase."""
+        return cls.from_entropy(os.urandom(ENTROPY_SIZE))
+
+    @classmethod
+    def from_entropy(cls, entropy: bytes) -> Identity:
+        """The identity the 32 bytes of a recovery phrase derive (see the module docstring)."""
+        entropy = bytes(entropy)
+        if len(entropy) != ENTROPY_SIZE:
+            raise ValueError(f"entropy must be {ENTROPY_SIZE} bytes")
+        return cls(
+            Ed25519PrivateKey.from_private_bytes(_hkdf(entropy, _INFO_SIGN)),
+            X25519PrivateKey.from_private_bytes(_hkdf(entropy, _INFO_BOX)),
+            entropy=entropy,
+        )
+
+    @classmethod
+    def from_phrase(cls, phrase: str) -> Identity:
+        """The identity of a typed recovery phrase; RecoveryPhraseError naming a bad word or checksum."""
+        return cls.from_entropy(phrase_to_entropy(phrase))
 
     @classmethod
     def from_private_bytes(cls, sign_priv: bytes, box_priv: bytes) -> Identity:
+        """An identity from raw keys: it has no recovery phrase (identities made before them)."""
         if len(sign_priv) != KEY_SIZE or len(box_priv) != KEY_SIZE:
             raise ValueError(f"private keys must be {KEY_SIZE} bytes each")
         return cls(Ed25519PrivateKey.from_private_bytes(sign_priv), X25519PrivateKey.from_private_bytes(box_priv))
@@ -330,9 +367,30 @@ class Identity:
         """X25519 shared secret between our box key and a peer's public key."""
         return x25519_exchange(self._box, peer_box_pub)
 
+    def has_phrase(self) -> bool:
+        """False for an identity made before recovery phrases (random keys)."""
+        return self._entropy is not None
+
+    def phrase(self) -> str:
+        """The 24-word recovery phrase; NoRecoveryPhraseError for an old identity."""
+        if self._entropy is None:
+            raise NoRecoveryPhraseError()
+        return entropy_to_phrase(self._entropy)
+
+    def backup_key(self) -> bytes:
+        """32-byte symmetric key for the owner's backups; NoRecoveryPhraseError for an old identity."""
+        if self._entropy is None:
+            raise NoRecoveryPhraseError()
+        return _hkdf(self._entropy, _INFO_BACKUP)
+
     def _private_bytes(self) -> bytes:
         raw = serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
         return self._sign.private_bytes(*raw) + self._box.private_bytes(*raw)
+
+    def _secret(self) -> tuple[str, bytes]:
+        if self._entropy is not None:
+            return _KIND_PHRASE, self._entropy
+        return _KIND_KEYS, self._private_bytes()
 
     def __repr__(self) -> str:
         return f"Identity(fingerprint={self.fingerprint().hex()})"
@@ -352,67 +410,82 @@ class Identity:
         self,
         passphrase: str | bytes | None,
         *,
-        params: ScryptParams = DEFAULT_SCRYPT,
+        params: Argon2Params | None = None,
         salt: bytes | None = None,
         nonce: bytes | None = None,
     ) -> bytes:
-        """Serialize; ``passphrase=None`` writes the keys in clear (the file must then be 0600).
+        """Serialize (version 2); ``passphrase=None`` writes the secret in clear (the file must then be 0600).
 
-        ``salt``/``nonce`` default to fresh random bytes (EDGE); they are
-        parameters only so tests can be deterministic.
+        ``params`` defaults to ``DEFAULT_ARGON2``. ``salt``/``nonce`` default
+        to fresh random bytes (EDGE); they are parameters only so tests can be
+        deterministic. The passphrase length rule is the caller's (an old
+        passphrase being re-wrapped is kept as it is).
         """
+        params = DEFAULT_ARGON2 if params is None else params
         pub = self._public
+        kind, secret = self._secret()
         header: dict[str, Any] = {
             "type": _FILE_TYPE,
             "version": IDENTITY_FILE_VERSION,
             "sign_pub": _b64(pub.sign_pub),
             "box_pub": _b64(pub.box_pub),
+            "kind": kind,
         }
         if passphrase is None:
             header["protection"] = _PROT_NONE
-            doc = {**header, "private": _b64(self._private_bytes())}
+            doc = {**header, "private": _b64(secret)}
         else:
             if not normalize_passphrase(passphrase):
                 raise ConfigError("the passphrase is empty", hint="use --no-passphrase for an unprotected key")
+            if not isinstance(params, Argon2Params):
+                raise TypeError("identity files are written with Argon2id parameters")
             salt = os.urandom(_SALT_SIZE) if salt is None else salt
             nonce = os.urandom(_NONCE_SIZE) if nonce is None else nonce
             if len(salt) != _SALT_SIZE or len(nonce) != _NONCE_SIZE:
                 raise ValueError("salt must be 16 bytes and nonce 12 bytes")
-            header["protection"] = _PROT_SCRYPT
-            header["scrypt"] = {"n": params.n, "r": params.r, "p": params.p, "salt": _b64(salt)}
-            key = derive_scrypt(passphrase, salt, params)
-            ct = AESGCM(key).encrypt(nonce, self._private_bytes(), _canonical(_FILE_AAD_LABEL, header))
+            header["protection"] = _PROT_ARGON2
+            header["argon2id"] = {"t": params.t, "m_kib": params.m_kib, "p": params.p, "salt": _b64(salt)}
+            key = derive_argon2id(passphrase, salt, params)
+            ct = AESGCM(key).encrypt(nonce, secret, _canonical(_V2_AAD_LABEL, header))
             doc = {**header, "nonce": _b64(nonce), "private": _b64(ct)}
-        doc["checksum"] = _b64(_file_checksum(doc))
+        doc["checksum"] = _b64(_file_checksum(doc, IDENTITY_FILE_VERSION))
         return (json.dumps(doc, indent=2) + "\n").encode("utf-8")
 
     @classmethod
     def from_file_bytes(cls, data: bytes, passphrase: str | bytes | None) -> Identity:
-        """Load a file written by ``to_file_bytes``.
+        """Load a file of version 1 or 2.
 
         Raises ConfigError for a newer format version or a missing
         passphrase, TamperedError for damage, WrongPasswordError when the
         passphrase does not open it.
         """
         doc, info = _parse(data)
+        kind = _KIND_PHRASE if info.has_phrase else _KIND_KEYS
+        size = _SECRET_SIZE[kind]
         if info.protected:
             if passphrase is None or not normalize_passphrase(passphrase):
                 raise ConfigError("this identity is protected by a passphrase and none was given")
-            scrypt = doc["scrypt"]
-            params = ScryptParams(scrypt["n"], scrypt["r"], scrypt["p"])  # validated by _parse
-            salt = _unb64(scrypt["salt"], "scrypt salt", _SALT_SIZE)
             nonce = _unb64(doc["nonce"], "nonce", _NONCE_SIZE)
-            ct = _unb64(doc["private"], "private", 2 * KEY_SIZE + 16)
-            header = {k: doc[k] for k in ("type", "version", "sign_pub", "box_pub", "protection", "scrypt")}
-            key = derive_scrypt(passphrase, salt, params)
+            ct = _unb64(doc["private"], "private", size + _TAG_SIZE)
+            header = {k: v for k, v in doc.items() if k not in ("nonce", "private", "checksum")}
+            if isinstance(info.params, ScryptParams):
+                salt = _unb64(doc["scrypt"]["salt"], "scrypt salt", _SALT_SIZE)
+                key, label = derive_scrypt(passphrase, salt, info.params), _V1_AAD_LABEL
+            else:
+                assert isinstance(info.params, Argon2Params)
+                salt = _unb64(doc["argon2id"]["salt"], "argon2id salt", _SALT_SIZE)
+                key, label = derive_argon2id(passphrase, salt, info.params), _V2_AAD_LABEL
             try:
-                priv = AESGCM(key).decrypt(nonce, ct, _canonical(_FILE_AAD_LABEL, header))
+                secret = AESGCM(key).decrypt(nonce, ct, _canonical(label, header))
             except InvalidTag:
                 # The checksum held, so the file is as written: the passphrase is wrong.
                 raise WrongPasswordError("wrong passphrase for the identity file") from None
         else:
-            priv = _unb64(doc["private"], "private", 2 * KEY_SIZE)
-        ident = cls.from_private_bytes(priv[:KEY_SIZE], priv[KEY_SIZE:])
+            secret = _unb64(doc["private"], "private", size)
+        if kind == _KIND_PHRASE:
+            ident = cls.from_entropy(secret)
+        else:
+            ident = cls.from_private_bytes(secret[:KEY_SIZE], secret[KEY_SIZE:])
         if ident.public() != info.public:
             raise _damaged("the private keys do not match the public keys")
         return ident
@@ -424,7 +497,14 @@ class IdentityFileInfo:
 
     public: PublicIdentity
     protected: bool
-    params: ScryptParams | None = field(default=None)
+    params: Argon2Params | ScryptParams | None = field(default=None)
+    version: int = IDENTITY_FILE_VERSION
+    has_phrase: bool = False
+
+    @property
+    def outdated_kdf(self) -> bool:
+        """Protected with the old scrypt KDF: re-wrap it (with Argon2id) once its passphrase opens it."""
+        return self.protected and isinstance(self.params, ScryptParams)
 
 
 def identity_file_info(data: bytes) -> IdentityFileInfo:
@@ -440,8 +520,20 @@ def _canonical(label: bytes, obj: dict[str, Any]) -> bytes:
     return label + json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
-def _file_checksum(doc: dict[str, Any]) -> bytes:
-    return hashlib.sha256(_canonical(_FILE_CHECK_LABEL, {k: v for k, v in doc.items() if k != "checksum"})).digest()
+def _file_checksum(doc: dict[str, Any], version: int) -> bytes:
+    label = _V1_CHECK_LABEL if version == 1 else _V2_CHECK_LABEL
+    return hashlib.sha256(_canonical(label, {k: v for k, v in doc.items() if k != "checksum"})).digest()
+
+
+_V1_FIELDS = {
+    _PROT_SCRYPT: {"type", "version", "sign_pub", "box_pub", "protection", "scrypt", "nonce", "private", "checksum"},
+    _PROT_NONE: {"type", "version", "sign_pub", "box_pub", "protection", "private", "checksum"},
+}
+_V2_FIELDS = {
+    _PROT_ARGON2: {"type", "version", "sign_pub", "box_pub", "kind", "protection", "argon2id", "nonce", "private",
+                   "checksum"},
+    _PROT_NONE: {"type", "version", "sign_pub", "box_pub", "kind", "protection", "private", "checksum"},
+}
 
 
 def _parse(data: bytes) -> tuple[dict[str, Any], IdentityFileInfo]:
@@ -452,33 +544,44 @@ def _parse(data: bytes) -> tuple[dict[str, Any], IdentityFileInfo]:
     if not isinstance(doc, dict) or doc.get("type") != _FILE_TYPE:
         raise _damaged("not a usenetsync identity file")
     version = doc.get("version")
-    if version != IDENTITY_FILE_VERSION:
+    if version not in (1, IDENTITY_FILE_VERSION) or isinstance(version, bool):
         if isinstance(version, int) and not isinstance(version, bool) and version > IDENTITY_FILE_VERSION:
             raise ConfigError(
-                f"identity file has format version {version}; this usenetsync reads version {IDENTITY_FILE_VERSION}",
+                f"identity file has format version {version}; this usenetsync reads versions 1 to"
+                f" {IDENTITY_FILE_VERSION}",
                 hint="upgrade usenetsync",
             )
         raise _damaged("unknown format version")
+    fields = _V1_FIELDS if version == 1 else _V2_FIELDS
     protection = doc.get("protection")
-    if protection == _PROT_SCRYPT:
-        expected = {"type", "version", "sign_pub", "box_pub", "protection", "scrypt", "nonce", "private", "checksum"}
-    elif protection == _PROT_NONE:
-        expected = {"type", "version", "sign_pub", "box_pub", "protection", "private", "checksum"}
-    else:
+    if protection not in fields:
         raise _damaged("unknown protection")
-    if set(doc) != expected:
+    if set(doc) != fields[protection]:
         raise _damaged("unexpected or missing fields")
-    # Checksum before anything expensive: a damaged scrypt header must not make us run scrypt.
-    if _unb64(doc["checksum"], "checksum", 32) != _file_checksum(doc):
+    # Checksum before anything expensive: a damaged KDF header must not make us run the KDF.
+    if _unb64(doc["checksum"], "checksum", 32) != _file_checksum(doc, version):
         raise _damaged("checksum mismatch")
     public = PublicIdentity(_unb64(doc["sign_pub"], "sign_pub", KEY_SIZE), _unb64(doc["box_pub"], "box_pub", KEY_SIZE))
-    params = None
+    has_phrase = False
+    if version != 1:
+        if doc["kind"] not in _SECRET_SIZE:
+            raise _damaged("unknown kind of secret")
+        has_phrase = doc["kind"] == _KIND_PHRASE
+    params: Argon2Params | ScryptParams | None = None
     if protection == _PROT_SCRYPT:
-        scrypt = doc["scrypt"]
-        if not isinstance(scrypt, dict) or set(scrypt) != {"n", "r", "p", "salt"}:
-            raise _damaged("bad scrypt header")
-        try:
-            params = ScryptParams(scrypt["n"], scrypt["r"], scrypt["p"])
-        except ValueError as e:
-            raise _damaged(str(e)) from None
-    return doc, IdentityFileInfo(public=public, protected=params is not None, params=params)
+        params = _kdf_params(doc["scrypt"], "scrypt", ("n", "r", "p"), ScryptParams)
+    elif protection == _PROT_ARGON2:
+        params = _kdf_params(doc["argon2id"], "argon2id", ("t", "m_kib", "p"), Argon2Params)
+    return doc, IdentityFileInfo(
+        public=public, protected=params is not None, params=params, version=version, has_phrase=has_phrase
+    )
+
+
+def _kdf_params(header: Any, name: str, keys: tuple[str, ...], cls: type[Any]) -> Any:
+    if not isinstance(header, dict) or set(header) != {*keys, "salt"}:
+        raise _damaged(f"bad {name} header")
+    try:
+        # Bounded here, before any caller runs the KDF (core.kdf).
+        return cls(*(header[k] for k in keys))
+    except ValueError as e:
+        raise _damaged(str(e)) from None

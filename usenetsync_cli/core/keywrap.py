@@ -1,8 +1,15 @@
 """Wrapping a 32-byte share key for password and private (recipient) shares.
 
-Owns: the two wrapped-key blob formats and their error classification.
+Owns: the wrapped-key blob formats, the password rule for new share
+passwords, and the error classification of unwrapping.
 
-Password blob (82 bytes)::
+Password blob, version 2 (86 bytes; what is written now)::
+
+    version(1)=2 | t(u32 BE) | m_kib(u32 BE) | p(1) | salt(16) | nonce(12) | AES-256-GCM(kek, share_key)(48)
+    kek = Argon2id(NFC-UTF-8(password), salt, t, m_kib, p) -> 32 bytes   (core.kdf)
+    AAD = b"usenetsync/v2/share/password-wrap" || the 26 header bytes (version .. salt)
+
+Password blob, version 1 (82 bytes; read only, written by earlier versions)::
 
     version(1)=1 | log2_n(1) | r(u16 BE) | p(u16 BE) | salt(16) | nonce(12) | AES-256-GCM(kek, share_key)(48)
     kek = scrypt(NFC-UTF-8(password), salt, n, r, p) -> 32 bytes
@@ -16,6 +23,13 @@ Recipients blob (1 + 92 * count bytes)::
     AAD = b"usenetsync/v1/share/recipient" || version
 
 Invariants:
+- A new share password has at least ``MIN_PASSWORD_CHARS`` characters (NFC);
+  wrapping a shorter one raises ``PasswordTooShortError``. Unwrapping applies
+  no rule: a short password is just a wrong one.
+- The KDF parameters of a password blob are in its header, covered by the
+  AAD here and by the signature over the share root that carries the blob.
+  They are bounded (``core.kdf``) before the KDF runs, so a hostile blob
+  cannot make a reader spend more than a few seconds or 512 MiB.
 - A recipients blob reveals neither who nor how many: entries carry no
   recipient identifier (a reader tries each one), are shuffled, and the count
   is padded to the next power of two (at least 8) or ``pad_to`` with dummy
@@ -47,17 +61,33 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from usenetsync_cli.core.identity import Identity, PublicIdentity, ScryptParams, derive_scrypt, x25519_exchange
+from usenetsync_cli.core.identity import Identity, PublicIdentity, x25519_exchange
+from usenetsync_cli.core.kdf import (
+    DEFAULT_ARGON2,
+    for_new_data,
+    MIN_PASSWORD_CHARS,
+    Argon2Params,
+    ScryptParams,
+    check_new_password,
+    derive_argon2id,
+    derive_scrypt,
+)
 from usenetsync_cli.errors import ConfigError, CryptoError, TamperedError, WrongPasswordError
 
 __all__ = [
     "ENTRY_SIZE",
+    "LEGACY_PASSWORD_BLOB_SIZE",
+    "MIN_PASSWORD_CHARS",
     "MIN_RECIPIENT_SLOTS",
     "PASSWORD_BLOB_SIZE",
+    "PASSWORD_KDF",
+    "PASSWORD_WRAP_VERSION",
     "SHARE_KEY_SIZE",
     "WRAP_VERSION",
     "NotARecipientError",
+    "check_new_password",
     "padded_count",
+    "password_blob_params",
     "recipients_blob_size",
     "unwrap_for_recipient",
     "unwrap_with_password",
@@ -65,16 +95,26 @@ __all__ = [
     "wrap_with_password",
 ]
 
-WRAP_VERSION = 1
+WRAP_VERSION = 1  # of the recipients blob
+PASSWORD_WRAP_VERSION = 2
+_LEGACY_PASSWORD_WRAP_VERSION = 1
 SHARE_KEY_SIZE = 32
 _NONCE_SIZE = 12
 _TAG_SIZE = 16
 _SALT_SIZE = 16
 _CT_SIZE = SHARE_KEY_SIZE + _TAG_SIZE  # 48
 
-_PW_HEADER = struct.Struct(">BBHH")  # version, log2_n, r, p
-_PW_AAD_LABEL = b"usenetsync/v1/share/password-wrap"
-PASSWORD_BLOB_SIZE = _PW_HEADER.size + _SALT_SIZE + _NONCE_SIZE + _CT_SIZE  # 82
+# Module-level and read at call time, so tests can make wrapping cheap; the
+# parameters travel in each blob, so readers need no setting.
+PASSWORD_KDF: Argon2Params = DEFAULT_ARGON2
+
+_PW_HEADER = struct.Struct(">BIIB")  # version, t, m_kib, p
+_PW_AAD_LABEL = b"usenetsync/v2/share/password-wrap"
+PASSWORD_BLOB_SIZE = _PW_HEADER.size + _SALT_SIZE + _NONCE_SIZE + _CT_SIZE  # 86
+
+_PW1_HEADER = struct.Struct(">BBHH")  # version, log2_n, r, p
+_PW1_AAD_LABEL = b"usenetsync/v1/share/password-wrap"
+LEGACY_PASSWORD_BLOB_SIZE = _PW1_HEADER.size + _SALT_SIZE + _NONCE_SIZE + _CT_SIZE  # 82
 
 _EPH_SIZE = 32
 ENTRY_SIZE = _EPH_SIZE + _NONCE_SIZE + _CT_SIZE  # 92
@@ -109,50 +149,76 @@ def wrap_with_password(
     password: str | bytes,
     *,
     salt: bytes | None = None,
-    n: int = 2**15,
-    r: int = 8,
-    p: int = 1,
+    params: Argon2Params | None = None,
 ) -> bytes:
-    """Wrap ``share_key`` under a key derived from ``password`` (scrypt); 82 bytes.
+    """Wrap ``share_key`` under a key derived from ``password`` (Argon2id); 86 bytes.
 
-    ``salt`` defaults to 16 fresh random bytes (EDGE); the nonce is always fresh.
+    ``params`` defaults to ``PASSWORD_KDF``; ``salt`` to 16 fresh random bytes
+    (EDGE); the nonce is always fresh. ConfigError for an empty password,
+    PasswordTooShortError for one under MIN_PASSWORD_CHARS characters.
     """
     share_key = _check_share_key(share_key)
-    params = ScryptParams(n, r, p)  # ValueError for unusable parameters
+    params = for_new_data(PASSWORD_KDF) if params is None else params
+    if not isinstance(params, Argon2Params):
+        raise TypeError("password blobs are written with Argon2id parameters")
     salt = os.urandom(_SALT_SIZE) if salt is None else bytes(salt)
     if len(salt) != _SALT_SIZE:
         raise ValueError(f"salt must be {_SALT_SIZE} bytes")
     if not password:
         raise ConfigError("the share password is empty")
-    header = _PW_HEADER.pack(WRAP_VERSION, params.log2_n, r, p) + salt
+    check_new_password(password, "share password")
+    header = _PW_HEADER.pack(PASSWORD_WRAP_VERSION, params.t, params.m_kib, params.p) + salt
     nonce = os.urandom(_NONCE_SIZE)  # EDGE
-    kek = derive_scrypt(password, salt, params)
+    kek = derive_argon2id(password, salt, params)
     return header + nonce + AESGCM(kek).encrypt(nonce, share_key, _PW_AAD_LABEL + header)
 
 
-def unwrap_with_password(blob: bytes, password: str | bytes) -> bytes:
-    """The share key; WrongPasswordError if ``password`` does not open ``blob``."""
+def password_blob_params(blob: bytes) -> Argon2Params | ScryptParams:
+    """The KDF parameters a password blob records, checked against the bounds; TamperedError otherwise."""
     blob = bytes(blob)
-    if len(blob) != PASSWORD_BLOB_SIZE:
-        raise TamperedError(f"password-wrapped key is {len(blob)} bytes, expected {PASSWORD_BLOB_SIZE}")
-    version, log2_n, r, p = _PW_HEADER.unpack_from(blob)
-    if version != WRAP_VERSION:
-        raise TamperedError(f"password-wrapped key has unknown format version {version}")
-    if log2_n >= 64:
-        raise TamperedError("password-wrapped key has impossible scrypt parameters")
-    try:
-        params = ScryptParams(1 << log2_n, r, p)
-    except ValueError:
-        # Checked before scrypt runs: a hostile header must not cost us gigabytes.
-        raise TamperedError("password-wrapped key has impossible scrypt parameters") from None
-    header_end = _PW_HEADER.size + _SALT_SIZE
-    header, salt = blob[:header_end], blob[_PW_HEADER.size:header_end]
+    if not blob:
+        raise TamperedError("password-wrapped key is empty")
+    version = blob[0]
+    if version == PASSWORD_WRAP_VERSION:
+        if len(blob) != PASSWORD_BLOB_SIZE:
+            raise TamperedError(f"password-wrapped key is {len(blob)} bytes, expected {PASSWORD_BLOB_SIZE}")
+        _, t, m_kib, p = _PW_HEADER.unpack_from(blob)
+        try:
+            return Argon2Params(t, m_kib, p)
+        except ValueError as e:
+            # Checked before Argon2id runs: a hostile header must not cost us minutes or gigabytes.
+            raise TamperedError(f"password-wrapped key has unacceptable Argon2id parameters: {e}") from None
+    if version == _LEGACY_PASSWORD_WRAP_VERSION:
+        if len(blob) != LEGACY_PASSWORD_BLOB_SIZE:
+            raise TamperedError(f"password-wrapped key is {len(blob)} bytes, expected {LEGACY_PASSWORD_BLOB_SIZE}")
+        _, log2_n, r, p = _PW1_HEADER.unpack_from(blob)
+        try:
+            if log2_n >= 64:
+                raise ValueError("scrypt n is absurd")
+            return ScryptParams(1 << log2_n, r, p)
+        except ValueError:
+            raise TamperedError("password-wrapped key has impossible scrypt parameters") from None
+    raise TamperedError(f"password-wrapped key has unknown format version {version}")
+
+
+def unwrap_with_password(blob: bytes, password: str | bytes) -> bytes:
+    """The share key; WrongPasswordError if ``password`` does not open ``blob`` (version 2, or 1 from before)."""
+    blob = bytes(blob)
+    params = password_blob_params(blob)
+    if isinstance(params, Argon2Params):
+        header_end, label = _PW_HEADER.size + _SALT_SIZE, _PW_AAD_LABEL
+    else:
+        header_end, label = _PW1_HEADER.size + _SALT_SIZE, _PW1_AAD_LABEL
+    header, salt = blob[:header_end], blob[header_end - _SALT_SIZE:header_end]
     nonce, ct = blob[header_end:header_end + _NONCE_SIZE], blob[header_end + _NONCE_SIZE:]
     if not password:
         raise WrongPasswordError("wrong password for this share")
-    kek = derive_scrypt(password, salt, params)
+    if isinstance(params, Argon2Params):
+        kek = derive_argon2id(password, salt, params)
+    else:
+        kek = derive_scrypt(password, salt, params)
     try:
-        return AESGCM(kek).decrypt(nonce, ct, _PW_AAD_LABEL + header)
+        return AESGCM(kek).decrypt(nonce, ct, label + header)
     except InvalidTag:
         raise WrongPasswordError("wrong password for this share") from None
 

@@ -1,9 +1,11 @@
-"""Where the user's identity file lives, and how its passphrase is obtained.
+"""Where the user's identity file lives, and how its passphrase and recovery phrase are obtained.
 
 Owns: ``Home.config_dir / "identity.json"`` (reading, atomic no-clobber
-writing, permission checks) and the passphrase sources, in this order:
-``--passphrase-file``, then the file named by ``USENETSYNC_PASSPHRASE_FILE``,
-then an interactive prompt (only when stdin is a terminal).
+writing, permission checks, re-wrapping old files with the current KDF), the
+passphrase sources, in this order: ``--passphrase-file``, then the file named
+by ``USENETSYNC_PASSPHRASE_FILE``, then an interactive prompt (only when
+stdin is a terminal); and the recovery phrase sources: ``--phrase-file FILE``,
+``--phrase-file -`` (stdin), or a no-echo prompt on a terminal.
 
 Invariants:
 - The identity file is created 0600 (never briefly wider: the temporary file
@@ -11,8 +13,16 @@ Invariants:
   atomically; without ``force`` an existing identity is never overwritten,
   even by a concurrent writer (``os.link`` refuses an existing name).
 - An unprotected identity file is used only if no other user can read it.
-- A passphrase is never printed, logged, or put into an exception message;
-  passphrase files must not be readable by other users.
+- A passphrase or recovery phrase is never printed, logged, or put into an
+  exception message; passphrase and phrase files must not be readable by
+  other users. A new passphrase has at least ``MIN_PASSWORD_CHARS``
+  characters; an existing one is accepted as it is.
+- An identity file protected with the old KDF (scrypt, version 1) is
+  replaced, the first time its passphrase opens it, by the same keys wrapped
+  with Argon2id (version 2) under the same passphrase. The new file is
+  opened once before it replaces the old one, and it replaces it only if the
+  file still holds the bytes that were opened (a concurrent ``keys init
+  --force`` wins); if it cannot be written the old file stays and still works.
 """
 
 from __future__ import annotations
@@ -25,16 +35,16 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
-from usenetsync_cli.config import read_secret_file
 from usenetsync_cli.core.identity import (
-    DEFAULT_SCRYPT,
     Identity,
     IdentityFileInfo,
     PublicIdentity,
-    ScryptParams,
     identity_file_info,
 )
+from usenetsync_cli.core.kdf import DEFAULT_ARGON2, Argon2Params, check_new_password, for_new_data
+from usenetsync_cli.core.phrase import find_phrases
 from usenetsync_cli.errors import ConfigError, DiskFullError, NotFoundError, StateError
 from usenetsync_cli.store.home import Home
 
@@ -43,10 +53,13 @@ __all__ = [
     "IDENTITY_FILE",
     "PASSPHRASE_ENV",
     "PassphraseSource",
+    "PhraseSource",
     "identity_path",
     "load_identity",
     "load_identity_info",
     "load_public",
+    "read_phrase_file",
+    "read_private_text",
     "read_identity_bytes",
     "save_identity",
     "write_identity_bytes",
@@ -56,7 +69,11 @@ __all__ = [
 IDENTITY_FILE = "identity.json"
 PASSPHRASE_ENV = "USENETSYNC_PASSPHRASE_FILE"
 # Module-level so tests can lower the cost; the parameters travel in the file.
-DEFAULT_KDF: ScryptParams = DEFAULT_SCRYPT
+DEFAULT_KDF: Argon2Params = DEFAULT_ARGON2
+# A phrase is 24 words of at most 8 letters; room for numbering and blank lines.
+_MAX_PHRASE_BYTES = 4096
+# Passphrase and share ID files: a few hundred characters at most; more is a wrong path.
+_MAX_SECRET_CHARS = 4096
 
 _HOW_TO_PASS = (
     "pass --passphrase-file FILE (mode 0600) or set USENETSYNC_PASSPHRASE_FILE=FILE; "
@@ -105,15 +122,17 @@ class PassphraseSource:
         return pw
 
     def new(self, purpose: str) -> str:
-        """A new passphrase; prompted twice, since a typo here locks the key away."""
+        """A new passphrase (at least MIN_PASSWORD_CHARS characters); prompted twice: a typo here locks the key away."""
         found = self._from_files()
         if found is not None:
+            check_new_password(found, "passphrase")
             return found
         self._require_tty()
         ask = self._prompt()
         pw = ask(f"new passphrase for {purpose}: ")
         if not pw:
             raise ConfigError("the passphrase is empty", hint="use --no-passphrase for an unprotected key")
+        check_new_password(pw, "passphrase")  # before the second prompt: no need to type it twice to hear this
         if ask("same passphrase again: ") != pw:
             raise ConfigError("the two passphrases differ", hint="run the command again")
         return pw
@@ -128,10 +147,80 @@ class PassphraseSource:
 
 
 def _read_passphrase_file(path: Path, what: str) -> str:
-    pw = read_secret_file(path, what=what)  # refuses group/other-readable files
+    pw = read_private_text(path, what).rstrip("\r\n")
     if not pw:
         raise ConfigError(f"{what} {path} is empty")
     return pw
+
+
+_PHRASE_HOW = "pass --phrase-file FILE (mode 0600), or --phrase-file - to read it from stdin"
+
+
+@dataclass(frozen=True)
+class PhraseSource:
+    """Where to read a recovery phrase: ``file`` (a path, or "-" for stdin), else a no-echo prompt on a terminal.
+
+    ``prompt``/``is_tty``/``stdin`` are injectable for tests; ``None`` means
+    the real thing, looked up at call time.
+    """
+
+    file: Path | str | None = None
+    prompt: Callable[[str], str] | None = None
+    is_tty: Callable[[], bool] | None = None
+    stdin: TextIO | None = None
+
+    def get(self) -> str:
+        """The phrase as typed (parse it with ``core.phrase``); ConfigError when there is no way to get it."""
+        if self.file is not None:
+            if str(self.file) == "-":
+                return _read_bounded(self.stdin or sys.stdin, "standard input")
+            return read_phrase_file(Path(self.file).expanduser())
+        if not (self.is_tty or _stdin_is_tty)():
+            raise ConfigError("the recovery phrase is needed and stdin is not a terminal to ask for it", hint=_PHRASE_HOW)
+        text = (self.prompt or getpass.getpass)("recovery phrase (24 words, not shown as you type): ")
+        if not text.strip():
+            raise ConfigError("no recovery phrase entered")
+        return text
+
+
+def _read_bounded(stream: TextIO, what: str) -> str:
+    text = stream.read(_MAX_PHRASE_BYTES + 1)
+    if len(text) > _MAX_PHRASE_BYTES:
+        raise ConfigError(f"{what} holds more than {_MAX_PHRASE_BYTES} characters; a recovery phrase is 24 words")
+    return text
+
+
+def read_phrase_file(path: Path) -> str:
+    """A recovery phrase from ``path``, which must not be readable by other users."""
+    if find_phrases(str(path)):
+        # The option got the phrase itself; never echo it back in an error.
+        raise ConfigError(
+            "--phrase-file takes the name of a file holding the phrase, not the phrase itself",
+            hint="the phrase is now in your shell history: delete it from there; then " + _PHRASE_HOW,
+        )
+    return read_private_text(path, "phrase file", limit=_MAX_PHRASE_BYTES, too_long="; a recovery phrase is 24 words")
+
+
+def read_private_text(path: Path, what: str, *, limit: int = _MAX_SECRET_CHARS, too_long: str = "") -> str:
+    """At most ``limit`` characters of a secret file no other user may read: the one rule for all of them.
+
+    Passphrase, recovery phrase and share ID files are read through here. The
+    mode is checked on the open file, so a file swapped after the check cannot
+    slip through; the read is bounded, so a wrong path (a device, a log) costs
+    nothing. Errors name the file (``what`` and ``path``), never its content.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            if os.fstat(f.fileno()).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise ConfigError(f"{what} {path} is readable by other users", hint=f"run `chmod 600 {path}`")
+            text = f.read(limit + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not UTF-8 text") from None
+    if len(text) > limit:
+        raise ConfigError(f"{what} {path} holds more than {limit} characters{too_long}")
+    return text
 
 
 def identity_path(home: Home) -> Path:
@@ -179,7 +268,31 @@ def load_identity(home: Home, passphrase_source: PassphraseSource | Path | str |
         source = passphrase_source
     else:
         source = PassphraseSource(file=None if passphrase_source is None else Path(passphrase_source))
-    return Identity.from_file_bytes(data, source.get(f"identity {info.public.fingerprint().hex()}"))
+    passphrase = source.get(f"identity {info.public.fingerprint().hex()}")
+    identity = Identity.from_file_bytes(data, passphrase)
+    if info.outdated_kdf:
+        upgrade_identity_file(home, data, identity, passphrase)
+    return identity
+
+
+def upgrade_identity_file(home: Home, opened: bytes, identity: Identity, passphrase: str) -> bool:
+    """Re-wrap an identity file that ``passphrase`` just opened with the current KDF; True if replaced.
+
+    Best effort: the identity is already loaded, so a home that cannot be
+    written only keeps the old (still working) file.
+    """
+    new = identity.to_file_bytes(passphrase, params=for_new_data(DEFAULT_KDF))
+    # The one copy of the keys: prove the new file opens to the same identity before it replaces the old.
+    if Identity.from_file_bytes(new, passphrase) != identity:
+        return False
+    path = identity_path(home)
+    try:
+        if path.read_bytes() != opened:
+            return False  # replaced meanwhile (keys init --force, keys import): theirs wins
+        write_private_file(path, new, force=True)
+    except (OSError, StateError):
+        return False
+    return True
 
 
 def save_identity(
@@ -188,10 +301,10 @@ def save_identity(
     passphrase: str | None,
     *,
     force: bool = False,
-    params: ScryptParams | None = None,
+    params: Argon2Params | None = None,
 ) -> Path:
     """Serialize and store ``identity``; ``passphrase=None`` stores it unprotected."""
-    data = identity.to_file_bytes(passphrase, params=params or DEFAULT_KDF)
+    data = identity.to_file_bytes(passphrase, params=params or for_new_data(DEFAULT_KDF))
     return write_identity_bytes(home, data, force=force)
 
 

@@ -334,7 +334,7 @@ def ensure_published(workdir: Path, fs: FolderSpec, root: Path, *, force: bool) 
     cli(home, "share", "create", str(root), "--public", "--name", name)
     cli(home, "upload", str(root))
     share_id = cli(home, "share", "show", name, "--show-id").strip().splitlines()[-1].strip()
-    if not share_id.startswith("us1"):
+    if not share_id.startswith("us2"):
         raise RuntimeError(f"share show printed no share ID: {share_id!r}")
     publish_s = time.monotonic() - t0
     r = subprocess.run([sys.executable, "-c", _CHILD_MSGIDS,

@@ -17,10 +17,9 @@ as alice index "$here/sample"
 as alice share create "$here/sample" --public --name sample
 as alice upload "$here/sample"
 as alice upload "$here/sample"   # again: nothing to do
-share_id="$(as alice share show sample --show-id | tail -n 1)"
-say "reader: a second user with only the share ID downloads it"
+say "reader: a second user with only the share ID downloads it (handed over on stdin, never on a command line)"
 as bob server add local --host 127.0.0.1 --port 119 --group alt.binaries.test
-as bob download "$share_id" "$work/restored"
+as alice share show sample --show-id | as bob download - "$work/restored"
 say "compare"
 diff -r --exclude=.usenetsync "$here/sample" "$work/restored"
 echo "OK: $work/restored is byte-identical to examples/sample" >&2

@@ -30,6 +30,8 @@ Invariants:
   process; not when pytest-timeout holds it for the in-process tests).
 - The exit codes and the line's words are the family's (``errors.py``, a
   small module imported only after the starting handlers are in place).
+- A traceback (only under ``USENETSYNC_DEBUG=1``) is printed through
+  ``errors.redact``, like every other line: no password or share ID in it.
 """
 
 from __future__ import annotations
@@ -175,6 +177,12 @@ def main() -> None:
         sys.stderr.write(f"usenetsync: error: {'stopped by SIGTERM' if terminated else 'interrupted'}"
                          f" (hint: {cls.hint})\n")
         sys.exit(cls.exit_code)
+    except Exception:  # noqa: BLE001 - only USENETSYNC_DEBUG=1 lets a bug out of app.main(): its traceback
+        # Python's own printer would show the exception's words as they are; they may hold a secret.
+        import traceback
+
+        sys.stderr.write(errors.redact(traceback.format_exc()))
+        sys.exit(errors.EXIT_INTERNAL)
     finally:
         # CPython 3.8-3.12 remembers a KeyboardInterrupt that ended any string
         # exec (dataclass and namedtuple creation) even when it was caught, and

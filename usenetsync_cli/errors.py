@@ -306,8 +306,17 @@ def _exit_codes() -> dict[int, str]:
 EXIT_CODES: dict[int, str] = _exit_codes()
 
 _SECRET_RE = re.compile(r"(?i)(AUTHINFO\s+PASS\s+|pass(word)?\s*[=:]\s*)\S+")
+# A share ID of any format version (us1p…, us2w…): for a public share it is the decryption key.
+# Kind letter and 30+ base32 characters, so words like "us1" or a short "us2pabc" are left alone.
+SHARE_ID_RE = re.compile(r"(?i)us[0-9][pwr][a-z2-7]{30,}")
+SHARE_ID_REDACTED = "us…[share ID redacted]"
 
 
 def redact(text: str) -> str:
-    """Replace anything that looks like a password in free text."""
-    return _SECRET_RE.sub(lambda m: m.group(1) + "********", text)
+    """Replace anything that looks like a password, a share ID or a recovery phrase in free text."""
+    text = _SECRET_RE.sub(lambda m: m.group(1) + "********", text)
+    text = SHARE_ID_RE.sub(SHARE_ID_REDACTED, text)
+    # Imported here: core.phrase imports this module (and loads the wordlist on first use).
+    from usenetsync_cli.core.phrase import redact_phrases
+
+    return redact_phrases(text)

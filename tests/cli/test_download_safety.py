@@ -74,7 +74,7 @@ def test_a_failed_download_leaves_dest_as_it_found_it(users: Users, tmp_path: Pa
 
     src = _src(tmp_path)
     sid = publish(users, src, "--public")
-    unknown = ShareId(kind="public", fingerprint=ShareId.parse(sid).fingerprint, secret=os.urandom(32)).to_text()
+    unknown = ShareId(kind="public", signer=ShareId.parse(sid).signer, secret=os.urandom(32)).to_text()
     missing = tmp_path / "never-created"
     r = users.as_("bob", "download", unknown, str(missing))
     assert r.code == 7 and not missing.exists()
@@ -279,8 +279,8 @@ def test_publisher_refuses_a_layout_that_does_not_resolve(
 
     monkeypatch.setattr(pub, "iter_records", broken)
     posted: list[str] = []
-    real_post = pub._PartPoster.post
-    monkeypatch.setattr(pub._PartPoster, "post", lambda self, chunk: posted.append("part") or real_post(self, chunk))
+    real_post = pub._post_article
+    monkeypatch.setattr(pub, "_post_article", lambda *a: posted.append("index") or real_post(*a))
     assert users.as_("alice", "index", str(src)).code == 0
     assert users.as_("alice", "share", "create", str(src), "--public", "--name", "s").code == 0
     r = users.as_("alice", "upload", str(src), "--segment-size", "16384")

@@ -88,11 +88,19 @@ def publish(users: Users, src: Path, *kind: str, upload_args: tuple[str, ...] = 
     return r.out.strip().splitlines()[-1]
 
 
+def id_file(tmp: Path, sid: str) -> str:
+    """``sid`` in a 0600 file for ``download --id-file``: the way to pass it (an argument adds a warning line)."""
+    path = tmp / "share.id"
+    path.write_text(sid + "\n")
+    path.chmod(0o600)
+    return str(path)
+
+
 def test_public_share_round_trip_and_sync(users: Users, tmp_path: Path) -> None:
     src = tmp_path / "src"
     make_folder(src)
     sid = publish(users, src, "--public")
-    assert sid.startswith("us1p")
+    assert sid.startswith("us2p")
     dest = tmp_path / "dest"
     r = users.as_("bob", "download", sid, str(dest), "--json")
     assert r.code == 0, r.err
@@ -118,12 +126,12 @@ def test_password_share_and_wrong_password(users: Users, tmp_path: Path) -> None
     pw.write_text("correct horse\n")
     pw.chmod(0o600)
     sid = publish(users, src, "--password", "--password-file", str(pw))
-    assert sid.startswith("us1w")
+    assert sid.startswith("us2w")
     bad = tmp_path / "bad"
     bad.write_text("wrong\n")
     bad.chmod(0o600)
     dest = tmp_path / "dest"
-    r = users.as_("bob", "download", sid, str(dest), "--password-file", str(bad))
+    r = users.as_("bob", "download", "--id-file", id_file(tmp_path, sid), str(dest), "--password-file", str(bad))
     assert r.code == 21 and "wrong password" in r.err and len(r.err.strip().splitlines()) == 1
     assert not dest.exists()  # nothing written: DEST is not even created
     r = users.as_("bob", "download", sid, str(dest), "--password-file", str(pw))
@@ -137,7 +145,7 @@ def test_private_share_recipients_and_revoke(users: Users, tmp_path: Path) -> No
     bob, carol = users.pubkey("bob"), users.pubkey("carol")
     users.pubkey("mallory")
     sid = publish(users, src, "--to", bob, "--to", carol)
-    assert sid.startswith("us1r")
+    assert sid.startswith("us2r")
     for who in ("bob", "carol"):
         r = users.as_(who, "download", sid, str(tmp_path / f"dest-{who}"))
         assert r.code == 0, r.err
@@ -162,7 +170,7 @@ def test_bad_share_ids(users: Users, tmp_path: Path) -> None:
     assert r.code == 8 and "not a usenetsync share ID" in r.err
     from usenetsync_cli.core.shareid import ShareId
 
-    other = ShareId(kind="public", fingerprint=ShareId.parse(sid).fingerprint, secret=os.urandom(32)).to_text()
+    other = ShareId(kind="public", signer=ShareId.parse(sid).signer, secret=os.urandom(32)).to_text()
     r = users.as_("bob", "download", other, str(tmp_path / "d3"))
     assert r.code == 7 and "no share" in r.err
 
@@ -173,17 +181,20 @@ def test_dest_not_writable(users: Users, tmp_path: Path) -> None:
     sid = publish(users, src, "--public")
     blocker = tmp_path / "file"
     blocker.write_bytes(b"x")
-    r = users.as_("bob", "download", sid, str(blocker / "sub"))
+    r = users.as_("bob", "download", "--id-file", id_file(tmp_path, sid), str(blocker / "sub"))
     assert r.code in (3, 5) and "Traceback" not in r.err and len(r.err.strip().splitlines()) == 1
 
 
 def _index_ids(users: Users, name: str = "s") -> list[str]:
-    """Message-IDs of the share's current index parts (from the publisher's state)."""
+    """Message-IDs of the share's current root, its chunk packs, then its table pieces (found as a reader
+    finds them, and from the publisher's chunk rows)."""
+    from usenetsync_cli.core.share_root import part_message_id
     from usenetsync_cli.core.shareid import ShareId, locator_key
-    from usenetsync_cli.pipeline.publish import root_message_id
-    from usenetsync_cli.pipeline.share_index import fetch_root
-    from usenetsync_cli.pipeline.publish import part_message_id
     from usenetsync_cli.nntp import Connection, ServerSpec
+    from usenetsync_cli.pipeline.publish_index import known_layout
+    from usenetsync_cli.pipeline.share_index import RootFinder
+    from usenetsync_cli.store.home import Home
+    from usenetsync_cli.store.state import State
 
     r = users.as_("alice", "share", "show", name, "--show-id", "--json")
     info = r.json_lines()[0]
@@ -191,10 +202,13 @@ def _index_ids(users: Users, name: str = "s") -> list[str]:
     lk = locator_key(sid)
     with Connection(ServerSpec(name="t", host=users.inn.host, port=users.inn.port)) as c:
         c.connect()
-        hdr = fetch_root(c, lk, info["version"], sid.fingerprint)
-    return [root_message_id(lk, info["version"])] + [
-        part_message_id(lk, hdr.part_nonce, info["version"], n) for n in range(hdr.parts)
-    ]
+        finder = RootFinder(c, lk, sid.signer, sid.kind)
+        root = finder.exact(info["version"])
+    with State.open(Home.resolve()) as st:
+        pk = st.catalog.execute("SELECT share_pk FROM shares WHERE name=?", (name,)).fetchall()[0][0]
+        packs = list(known_layout(st.catalog, pk)[1])
+    return ([finder.root_ids[info["version"]]] + [part_message_id(lk, n, 0) for n in packs]
+            + [part_message_id(lk, p.pack_nonce, 0) for p in root.index.table])
 
 
 def test_tampered_index_article_is_refused(users: Users, tmp_path: Path, inn: InnServer) -> None:
@@ -340,3 +354,129 @@ def test_nzb_export_and_download_nzb(users: Users, tmp_path: Path) -> None:
     assert r.code == 0, r.err
     summary = [x for x in r.json_lines() if x["type"] == "nzb.summary"][0]
     assert summary["files_ok"] == len(files) and summary["files_damaged"] == []
+
+
+def test_revoked_recipient_cannot_find_or_read_later_content(users: Users, tmp_path: Path, inn: InnServer) -> None:
+    """Revocation holds: what a revoked reader ever held names and opens nothing posted after it.
+
+    Carol keeps everything the share gave her (the index of version 1, read
+    with the project's own code: its folder uid and epoch keys). After alice
+    revokes her and adds a file, carol can neither derive the new segment's
+    Message-ID nor decrypt the article when handed its ID; bob, still a
+    recipient, reads the new file.
+    """
+    from usenetsync_cli.core.article import decode_yenc_article
+    from usenetsync_cli.errors import TamperedError
+    from usenetsync_cli.nntp import Connection, ServerSpec
+    from usenetsync_cli.pipeline.download_write import folder_secrets
+    from usenetsync_cli.pipeline.shares import open_share
+    from usenetsync_cli.pipeline.upload import folder_context
+    from usenetsync_cli.store import catalog
+    from usenetsync_cli.store.home import Home
+    from usenetsync_cli.store.keystore import load_identity
+    from usenetsync_cli.store.state import State
+
+    src = tmp_path / "src"
+    make_folder(src)
+    bob, carol = users.pubkey("bob"), users.pubkey("carol")
+    sid = publish(users, src, "--to", bob, "--to", carol, upload_args=("--redundancy", "0"))
+    assert users.as_("carol", "download", sid, str(tmp_path / "dest-c")).code == 0
+    users.mp.setenv("USENETSYNC_HOME", str(users.homes["carol"]))
+    carol_id = load_identity(Home.resolve())
+    spec = ServerSpec(name="t", host=inn.host, port=inn.port)
+    with Connection(spec) as c:
+        c.connect()
+        held = open_share(c, sid, tmp_path / "carol-spool", password=lambda: "", identity=lambda: carol_id)
+        secrets = folder_secrets(next(held.records())[1])
+    assert set(secrets.ctx.epochs) == {1}
+
+    assert users.as_("alice", "share", "revoke", "s", "--to", carol).code == 0
+    (src / "after-revoke.bin").write_bytes(os.urandom(30_000))
+    assert users.as_("alice", "index", str(src)).code == 0
+    assert users.as_("alice", "upload", str(src), "--segment-size", "16384", "--redundancy", "0").code == 0
+    users.mp.setenv("USENETSYNC_HOME", str(users.homes["alice"]))
+    with State.open(Home.resolve()) as st:
+        folder = catalog.get_folder(st.catalog, os.fsencode(src.resolve()))
+        assert folder is not None and folder.epoch == 2  # 1 at creation, 2 from the revocation
+        new = [
+            (sh, seg, att, ep) for sh, conn in enumerate(st.shards)
+            for seg, att, ep in conn.execute(
+                "SELECT s.seg_id, s.attempt, s.epoch FROM segments s JOIN files f ON f.file_id=s.file_id"
+                " WHERE f.name=?", (b"after-revoke.bin",))
+        ]
+        real_ids = [folder_context(folder, (inn.group,)).message_id(*n) for n in new]
+    assert new and all(ep == 2 for *_, ep in new)
+
+    with Connection(spec) as c:
+        c.connect()
+        for (shard, seg, att, ep), real in zip(new, real_ids):
+            with pytest.raises(TamperedError):
+                secrets.ctx.message_id(shard, seg, att, ep)  # no key of epoch 1
+            # What her epoch-1 keys would name at that place is not on the server...
+            guess = secrets.ctx.message_id(shard, seg, att, 1)
+            assert guess != real and c.stat(guess) is False
+            # ...and the real article, handed to her, does not open with anything she holds.
+            body = c.body(real)
+            assert body is not None
+            sealed, _name, crc_ok = decode_yenc_article(body)
+            assert crc_ok
+            with pytest.raises(TamperedError):
+                secrets.ctx.open(shard, seg, 1, sealed)
+    assert users.as_("alice", "share", "update", "s").code == 0
+    r = users.as_("bob", "download", sid, str(tmp_path / "dest-b"))
+    assert r.code == 0, r.err
+    assert (tmp_path / "dest-b" / "after-revoke.bin").read_bytes() == (src / "after-revoke.bin").read_bytes()
+
+
+def test_new_epoch_reposts_nothing_and_old_readers_keep_reading(users: Users, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_folder(src)
+    sid = publish(users, src, "--public", upload_args=("--redundancy", "0"))
+    r = users.as_("alice", "upload", str(src), "--new-epoch", "--redundancy", "0", "--json")
+    assert r.code == 0, r.err
+    lines = r.json_lines()
+    assert [x["epoch"] for x in lines if x["type"] == "upload.epoch"] == [2]
+    summary = [x for x in lines if x["type"] == "upload.summary"][0]
+    assert summary["posted_now"] == 0  # epoch 0 content stays where it is
+    (src / "later.bin").write_bytes(os.urandom(20_000))
+    assert users.as_("alice", "index", str(src)).code == 0
+    assert users.as_("alice", "upload", str(src), "--redundancy", "0").code == 0
+    assert users.as_("alice", "share", "update", "s").code == 0
+    dest = tmp_path / "dest"
+    r = users.as_("bob", "download", sid, str(dest))
+    assert r.code == 0, r.err
+    assert snapshot(dest) == snapshot(src)
+
+
+def test_a_share_made_by_an_older_version_is_republished_under_a_new_id(users: Users, tmp_path: Path) -> None:
+    """A catalog share row with a format-1 ID (us1…): its old ID is refused with a clear error; the next
+    publication draws a new ID of this format, restarts at version 1, and readers of the new ID get the files."""
+    import base64
+    import hashlib
+
+    from usenetsync_cli.store.home import Home
+    from usenetsync_cli.store.state import State
+
+    src = tmp_path / "src"
+    make_folder(src)
+    publish(users, src, "--public")
+    fp, secret = os.urandom(8), os.urandom(32)
+    check = hashlib.sha256(b"usenetsync/v1/shareid" + b"public" + fp + secret).digest()[:4]
+    old = "us1p" + base64.b32encode(fp + secret + check).decode().rstrip("=").lower()
+    users.mp.setenv("USENETSYNC_HOME", str(users.homes["alice"]))
+    with State.open(Home.resolve()) as st, st.catalog:
+        st.catalog.execute("UPDATE shares SET share_id=?, version=3 WHERE name='s'", (old,))
+
+    r = users.as_("bob", "download", old, str(tmp_path / "old"))
+    assert r.code == 8 and "older version of usenetsync" in r.err and old not in r.err
+    # The next upload (cron's run, nothing changed) republishes it under a new ID, and says so.
+    r = users.as_("alice", "upload", str(src), "--json")
+    assert r.code == 0, r.err
+    assert [(x["version"], x["new_id"]) for x in r.json_lines() if x["type"] == "share.published"] == [(1, True)]
+    assert "has a new ID" in r.err
+    new = users.as_("alice", "share", "show", "s", "--show-id").out.strip().splitlines()[-1]
+    assert new.startswith("us2p") and new != old
+    dest = tmp_path / "dest"
+    r = users.as_("bob", "download", new, str(dest))
+    assert r.code == 0, r.err
+    assert snapshot(dest) == snapshot(src)

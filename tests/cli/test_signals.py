@@ -77,10 +77,22 @@ def _block():
     if os.environ.get("GATE_IN_DEL"):
         _Finalizer()  # dropped at once: its __del__ runs here
         return
+    # Not time.sleep(): Python runs a handler only between bytecodes, so a
+    # signal landing after the last check and before the sleep's syscall
+    # would wait out the sleep (seen: ~1 run in 15, an hour each). The C-level
+    # handler writes to the wakeup fd, set before the test is told: a signal
+    # at any moment after that ends the select, and the handler then runs.
+    import select, signal
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    try:
+        signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    except ValueError:
+        pass  # not the main thread: signals are handled there, this one just waits
     _at_gate()
     # Blocks inside a *string* exec, as dataclass and namedtuple creation run:
     # CPython remembers a KeyboardInterrupt that ends one, even when caught.
-    exec("import time\\nwhile True:\\n    time.sleep(3600)", {})
+    exec("while True:\\n    select.select([r], [], [])\\n    os.read(r, 512)", {"select": select, "os": os, "r": r})
 
 
 class _ImportGate:

@@ -120,7 +120,7 @@ class SyncMachine(RuleBasedStateMachine):
             finally:
                 conn.close()
             reader.keep_only_spool(opened.index.spool)
-            reader.start_version(opened.index.header.index_sha256)
+            reader.start_version(opened.index.root.index.digest())
             s = download_records(opened.records, dest, self.spec, reader, version=opened.index.version,
                                  replaced_root=self.tmp / "replaced", opts=DownloadOptions(connections=2, sync=sync))
         finally:

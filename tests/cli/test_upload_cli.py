@@ -14,7 +14,6 @@ import pytest
 from tests.cli.helpers import run
 from tests.pipeline.upload_support import message_ids, read_back
 from tests.support.inn import InnServer
-from usenetsync_cli.core.msgid import segment_message_id
 from usenetsync_cli.pipeline.upload import folder_context
 from usenetsync_cli.store import catalog
 from usenetsync_cli.store.home import Home
@@ -149,5 +148,6 @@ def test_interrupted_upload_resumes_exactly_once(
         attempts = [a for c in st.shards for (a,) in c.execute("SELECT attempt FROM segments")]
         assert set(attempts) == {0}  # nothing was re-posted under a second Message-ID
         for shard, seg_id in list(ids)[::25]:
-            assert inn.stat(segment_message_id(ctx.keys.msgid_key, ctx.domains, shard, seg_id, 1)) == 430
+            (epoch,), = st.shards[shard].execute("SELECT epoch FROM segments WHERE seg_id=?", (seg_id,))
+            assert inn.stat(ctx.message_id(shard, seg_id, 1, epoch)) == 430
         assert read_back(st, folder) == files

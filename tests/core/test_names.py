@@ -49,10 +49,18 @@ def test_values_are_unrelated_to_each_other() -> None:
 
 
 def test_no_input_can_leak_a_real_name() -> None:
-    # The generators take no arguments: nothing about the real file can reach
-    # the wire through them.
-    for method in (WireNames.subject, WireNames.poster, WireNames.yenc_name):
+    # The generators take no arguments (poster only the article's own Message-ID
+    # domain, itself keyed random): nothing about the real file can reach the
+    # wire through them.
+    for method in (WireNames.subject, WireNames.yenc_name):
         assert list(inspect.signature(method).parameters) == ["self"]
+    assert list(inspect.signature(WireNames.poster).parameters) == ["self", "domain"]
+
+
+def test_poster_uses_the_message_id_domain() -> None:
+    names = WireNames(random.Random(3))
+    assert names.poster("velorak.net").endswith("@velorak.net>")
+    assert "@" in names.poster() and names.poster().endswith(">")
 
 
 def test_all_shapes_occur_and_repeat_rarely() -> None:

@@ -20,7 +20,7 @@ from usenetsync_cli.core.shareid import (
 )
 from usenetsync_cli.errors import ConfigError
 
-FP = bytes.fromhex("0123456789abcdef")
+FP = bytes.fromhex("0123456789abcdef0011223344556677")
 FIXED = {
     "public": ShareId("public", FP, bytes(range(32))),
     "password": ShareId("password", FP, bytes(range(16))),
@@ -35,7 +35,7 @@ CHECKSUM_MSG = "share ID checksum mismatch: a character is wrong (typo?)"
 @st.composite
 def share_ids(draw: st.DrawFn) -> ShareId:
     kind = draw(st.sampled_from(sorted(SECRET_SIZES)))
-    fp = draw(st.binary(min_size=8, max_size=8))
+    fp = draw(st.binary(min_size=16, max_size=16))
     secret = draw(st.binary(min_size=SECRET_SIZES[kind], max_size=SECRET_SIZES[kind]))
     return ShareId(kind, fp, secret)  # type: ignore[arg-type]
 
@@ -57,13 +57,13 @@ def _substitutions(text: str) -> list[str]:
 def test_documented_layout() -> None:
     sid = FIXED["password"]
     text = sid.to_text()
-    assert text.startswith("us1w") and len(text) == 49 and text == text.lower()
+    assert text.startswith("us2w") and len(text) == 62 and text == text.lower()
     body = text[4:].upper()
     raw = base64.b32decode(body + "=" * (-len(body) % 8))
-    check = hashlib.sha256(b"usenetsync/v1/shareid" + b"password" + FP + sid.secret).digest()[:4]
+    check = hashlib.sha256(b"usenetsync/v2/shareid" + b"password" + FP + sid.secret).digest()[:4]
     assert raw == FP + sid.secret + check
-    assert FIXED["public"].to_text().startswith("us1p") and len(FIXED["public"].to_text()) == 75
-    assert FIXED["private"].to_text().startswith("us1r") and len(FIXED["private"].to_text()) == 49
+    assert FIXED["public"].to_text().startswith("us2p") and len(FIXED["public"].to_text()) == 88
+    assert FIXED["private"].to_text().startswith("us2r") and len(FIXED["private"].to_text()) == 62
 
 
 @given(share_ids())
@@ -105,11 +105,12 @@ def test_dropped_or_doubled_character_is_rejected(sid: ShareId, data: st.DataObj
 def test_error_messages_are_distinct_and_clear() -> None:
     text = FIXED["public"].to_text()
     cases = {
-        "https://example.com/x": "not a usenetsync share ID (expected us1…)",
-        "us2p" + text[4:]: "not a usenetsync share ID (expected us1…)",
-        "us1": "cut off",
-        "us1x" + text[4:]: "unknown share ID kind 'x'",
-        text[:-1]: "wrong length: 70 characters after us1p, expected 71 (a character is missing?)",
+        "https://example.com/x": "not a usenetsync share ID (expected us2…)",
+        "us3p" + text[4:]: "not a usenetsync share ID (expected us2…)",
+        "us1p" + text[4:]: "made by an older version of usenetsync",
+        "us2": "cut off",
+        "us2x" + text[4:]: "unknown share ID kind 'x'",
+        text[:-1]: "wrong length: 83 characters after us2p, expected 84 (a character is missing?)",
         text + "a": "(a character is extra?)",
         text[:10] + "0" + text[11:]: "character that is not allowed at position 11",
         text[:10] + ("a" if text[10] != "a" else "b") + text[11:]: CHECKSUM_MSG,
@@ -119,15 +120,18 @@ def test_error_messages_are_distinct_and_clear() -> None:
             ShareId.parse(bad)
         assert expected in str(exc.value), (bad, str(exc.value))
     with pytest.raises(ShareIdError) as exc:
-        ShareId.parse("us2p" + text[4:])
+        ShareId.parse("us3p" + text[4:])
     assert "newer usenetsync" in exc.value.hint
+    with pytest.raises(ShareIdError) as exc:
+        ShareId.parse("us1w" + text[4:49])  # an ID of the old format, in full
+    assert "share show NAME --show-id" in exc.value.hint and exc.value.exit_code == 8
 
 
 def test_kind_is_inside_the_checksum() -> None:
     # 'w' and 'r' IDs have the same length: only the checksum tells them apart.
     text = FIXED["password"].to_text()
     with pytest.raises(ShareIdError, match="checksum mismatch"):
-        ShareId.parse("us1r" + text[4:])
+        ShareId.parse("us2r" + text[4:])
 
 
 def test_share_id_error_is_a_config_error_with_its_own_exit_code() -> None:
@@ -150,13 +154,22 @@ def test_secrets_stay_out_of_repr_and_errors() -> None:
 
 def test_derivations_match_reference_and_differ() -> None:
     pub = FIXED["public"]
-    assert locator_key(pub) == _hkdf_reference(pub.secret, b"usenetsync/v1/share/locator")
-    assert public_share_key(pub) == _hkdf_reference(pub.secret, b"usenetsync/v1/share/key")
+    assert locator_key(pub) == _hkdf_reference(pub.secret, b"usenetsync/v2/share/locator")
+    assert public_share_key(pub) == _hkdf_reference(pub.secret, b"usenetsync/v2/share/key")
     assert locator_key(pub) != public_share_key(pub)
     assert len(locator_key(FIXED["private"])) == 32
     for kind in ("password", "private"):
         with pytest.raises(ValueError):
             public_share_key(FIXED[kind])
+
+
+def test_signer_pins_the_signing_key_alone_with_128_bits() -> None:
+    from usenetsync_cli.core.shareid import SIGNER_SIZE, signer_of
+
+    key = bytes(range(32))
+    assert SIGNER_SIZE == 16
+    assert signer_of(key) == hashlib.sha256(b"usenetsync/v2/signer" + key).digest()[:16]
+    assert signer_of(key) != signer_of(bytes(32))
 
 
 def test_new_share_id_and_validation() -> None:
@@ -166,6 +179,6 @@ def test_new_share_id_and_validation() -> None:
     with pytest.raises(ValueError):
         ShareId("public", FP, bytes(16))
     with pytest.raises(ValueError):
-        ShareId("password", FP[:7], bytes(16))
+        ShareId("password", FP[:8], bytes(16))  # the 8-byte fingerprint of format 1 pins too little
     with pytest.raises(ValueError):
         ShareId("secret", FP, bytes(16))  # type: ignore[arg-type]

@@ -5,22 +5,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 import xxhash
 
 from tests.core.test_hashing import xxh3_collision
 from usenetsync_cli.core.article import decode_yenc_article
-from usenetsync_cli.core.crypto import FolderKeys, new_folder_key, open_segment, place_aad
+from usenetsync_cli.core.crypto import new_folder_key, open_segment, place_aad
 from usenetsync_cli.core.hashing import pack_hash, piece_hash
-from usenetsync_cli.core.msgid import folder_domains
 from usenetsync_cli.core.names import WireNames
+from usenetsync_cli.errors import TamperedError, UsenetSyncError
 from usenetsync_cli.pipeline.encode import FolderContext, Source, Work, encode
 
 UID = b"u" * 16
 
 
 def _ctx() -> FolderContext:
-    keys = FolderKeys.derive(new_folder_key())
-    return FolderContext(uid=UID, keys=keys, domains=folder_domains(keys.domain_key), groups=("alt.binaries.test",))
+    return FolderContext.from_keys(UID, {0: new_folder_key(), 1: new_folder_key()}, 0, ("alt.binaries.test",))
 
 
 def _source(path: Path, length: int | None = None, offset: int = 0, pack_offset: int = 0, file_id: int = 1) -> Source:
@@ -120,3 +120,19 @@ def test_pack_member_that_changed_is_left_out_and_its_range_zero(tmp_path: Path)
     plain = open_segment(ctx.keys.aesgcm, place_aad(UID, 3, 2), _sealed(w))
     assert plain == b"a" * 100 + bytes(100)
     assert w.hash == pack_hash(200, [(0, 100, piece_hash(b"a" * 100))])
+
+
+def test_epoch_one_segment_has_no_version_byte_is_padded_and_opens_only_in_its_epoch(tmp_path: Path) -> None:
+    f = tmp_path / "a"
+    f.write_bytes(os.urandom(5000))
+    ctx = _ctx()
+    w = encode(Work(0, 7, 0, 5000, False, [_source(f)], epoch=1), ctx, WireNames.fresh())
+    sealed = _sealed(w)
+    pad = ctx.at(1).pad_len(0, 7)
+    assert len(sealed) == ctx.sealed_len(0, 7, 1, 5000) == 5000 + 28 + pad
+    assert ctx.open(0, 7, 1, sealed) == f.read_bytes()
+    assert w.msgid == ctx.message_id(0, 7, 0, 1) != ctx.message_id(0, 7, 0, 0)
+    with pytest.raises(UsenetSyncError):
+        ctx.open(0, 7, 0, sealed)  # epoch 0's key
+    with pytest.raises(TamperedError):
+        ctx.open(0, 8, 1, sealed)  # another place

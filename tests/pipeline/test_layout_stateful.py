@@ -31,10 +31,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from tests.support.inn import server_from_env
 from usenetsync_cli.core.article import decode_yenc_article
-from usenetsync_cli.core.crypto import open_segment, place_aad
 from usenetsync_cli.core.hashing import file_content_hash, piece_hash
 from usenetsync_cli.core.manifest import path_bytes
-from usenetsync_cli.core.msgid import segment_message_id
 from usenetsync_cli.nntp import Connection, ServerSpec
 from usenetsync_cli.pipeline.index import index_folder
 from usenetsync_cli.pipeline.publish import iter_records
@@ -147,10 +145,11 @@ class LayoutMachine(RuleBasedStateMachine):
     def _payload(self, shard: int, seg_id: int, attempt: int, server_id: str | None) -> bytes:
         assert self.folder is not None
         ctx = folder_context(self.folder, (self.inn.group,))
-        mid = server_id or segment_message_id(ctx.keys.msgid_key, ctx.domains, shard, seg_id, attempt)
+        (epoch,), = self.state.shards[shard].execute("SELECT epoch FROM segments WHERE seg_id=?", (seg_id,))
+        mid = server_id or ctx.message_id(shard, seg_id, attempt, epoch)
         sealed, _name, crc_ok = decode_yenc_article(self._body(mid))
         assert crc_ok
-        return open_segment(ctx.keys.aesgcm, place_aad(self.folder.uid, shard, seg_id), sealed)
+        return ctx.open(shard, seg_id, epoch, sealed)
 
     @invariant()
     def published_records_are_the_folder(self) -> None:

@@ -13,8 +13,6 @@ import random
 from pathlib import Path
 
 from usenetsync_cli.core.article import decode_yenc_article
-from usenetsync_cli.core.crypto import open_segment, place_aad
-from usenetsync_cli.core.msgid import segment_message_id
 from usenetsync_cli.nntp import Connection, ServerSpec
 from usenetsync_cli.pipeline.index import index_folder
 from usenetsync_cli.pipeline.upload import folder_context
@@ -60,11 +58,11 @@ def message_ids(state: State, folder: catalog.Folder, states: tuple[int, ...] = 
     out = {}
     marks = ",".join(str(s) for s in states)
     for shard, conn in enumerate(state.shards):
-        for seg_id, attempt, server_id in conn.execute(
-            f"SELECT seg_id, attempt, server_msgid FROM segments WHERE folder_id=? AND state IN ({marks})",
+        for seg_id, attempt, server_id, epoch in conn.execute(
+            f"SELECT seg_id, attempt, server_msgid, epoch FROM segments WHERE folder_id=? AND state IN ({marks})",
             (folder.folder_id,),
         ):
-            out[(shard, seg_id)] = server_id or segment_message_id(ctx.keys.msgid_key, ctx.domains, shard, seg_id, attempt)
+            out[(shard, seg_id)] = server_id or ctx.message_id(shard, seg_id, attempt, epoch)
     return out
 
 
@@ -82,7 +80,8 @@ def read_back(state: State, folder: catalog.Folder, host: str = "127.0.0.1", por
             assert body is not None, f"article of segment {shard}:{seg_id} is missing"
             sealed, _name, crc_ok = decode_yenc_article(body)
             assert crc_ok
-            return open_segment(ctx.keys.aesgcm, place_aad(folder.uid, shard, seg_id), sealed)
+            (epoch,), = state.shards[shard].execute("SELECT epoch FROM segments WHERE seg_id=?", (seg_id,))
+            return ctx.open(shard, seg_id, epoch, sealed)
 
         for shard, sconn in enumerate(state.shards):
             for file_id, dir_id, name, size in sconn.execute(

@@ -87,6 +87,12 @@ def test_a_v4_state_migrates_without_posting_again(inn: InnServer, tmp_path: Pat
     assert run(capsys, "server", "add", "local", "--host", inn.host, "--port", str(inn.port), "--group", inn.group).code == 0
     assert run(capsys, "keys", "init", "--no-passphrase").code == 0
     assert run(capsys, "index", str(src)).code == 0
+    # A folder made before key epochs seals in epoch 0 (new folders start in epoch 1).
+    cat = apsw.Connection(str(alice / "state" / "catalog.db"))
+    with cat:
+        cat.execute("UPDATE folders SET epoch=0")
+        cat.execute("DELETE FROM epochs")
+    cat.close()
     assert run(capsys, "upload", str(src), "--segment-size", str(SEG), "--redundancy", "0").code == 0
     _downgrade_to_v4(alice, src)
 

@@ -10,6 +10,7 @@ a bug: it gets one line too, with the traceback only under
 from __future__ import annotations
 
 import ctypes
+import io
 import json
 import os
 import sys
@@ -173,7 +174,9 @@ def _run(args: list[str]) -> tuple[int, UsenetSyncError | str | None]:
     except typer.Exit as e:
         return e.exit_code, None
     except click_exc.ClickException as e:
-        e.show()
+        shown = io.StringIO()
+        e.show(file=shown)  # it may quote an argument: a share ID given to the wrong option is a secret
+        sys.stderr.write(redact(shown.getvalue()))
         return e.exit_code, None
     except BaseException as e:  # noqa: BLE001 - the one place that names unexpected failures
         if isinstance(e, SystemExit):

@@ -1,10 +1,21 @@
-"""`usenetsync download SHARE_ID DEST` (and `--nzb FILE DEST`): fetch, verify, decrypt, reassemble."""
+"""`usenetsync download [SHARE_ID|-] DEST` (and `--nzb FILE DEST`): fetch, verify, decrypt, reassemble.
+
+Owns: where the share ID comes from. A share ID is a secret (for a public
+share it is the key), so it is read from ``--id-file FILE`` (0600, first
+non-empty line), from ``$USENETSYNC_SHARE_ID``, or from stdin (``-``); the
+argument still works but warns that other users see it (``ps``, shell
+history). Exactly one source; the ID is never printed or put in a message.
+"""
 
 from __future__ import annotations
 
+import getpass
 import os
+import sys
+import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, TextIO
 
 import typer
 
@@ -13,6 +24,7 @@ from usenetsync_cli.cli.share import PassphraseOpt, read_password
 from usenetsync_cli.config import Config
 from usenetsync_cli.core.shareid import ShareId
 from usenetsync_cli.errors import (
+    SHARE_ID_RE,
     ConfigError,
     DownloadIncompleteError,
     InterruptedByUser,
@@ -23,15 +35,36 @@ from usenetsync_cli.pipeline.destination import Destination, replaced_folder
 from usenetsync_cli.pipeline.download import DownloadOptions, DownloadSummary, download_records
 from usenetsync_cli.pipeline.reader_state import ReaderState, dest_key
 from usenetsync_cli.pipeline.poster import open_connection
-from usenetsync_cli.pipeline.shares import open_share
+from usenetsync_cli.pipeline.shares import open_share, share_tag
 from usenetsync_cli.store.home import Home
-from usenetsync_cli.store.keystore import load_identity
+from usenetsync_cli.store.keystore import load_identity, read_private_text
 from usenetsync_cli.store.lock import HomeLock
+
+SHARE_ID_ENV = "USENETSYNC_SHARE_ID"
+# A share ID is under 100 characters; a longer first line is not one.
+_MAX_ID_CHARS = 4096
+ARGV_WARNING = (
+    "usenetsync: warning: a share ID on the command line is visible to other users of this machine (ps, shell"
+    f" history); prefer --id-file, {SHARE_ID_ENV} or -"
+)
+_ONE_SOURCE_HINT = (
+    f"give the ID one way only: --id-file FILE, {SHARE_ID_ENV}, - (stdin) or the first argument;"
+    " with --id-file or the variable the only argument is DEST"
+)
 
 
 def download(
-    share_id: Annotated[str, typer.Argument(help="The share ID (us1…), or with --nzb the destination folder.")],
-    dest: Annotated[Optional[Path], typer.Argument(help="Destination folder (created if missing).", show_default=False)] = None,
+    share_id: Annotated[
+        Optional[str],
+        typer.Argument(
+            metavar="SHARE_ID|-",
+            help="The share ID, or - to read it from stdin. Left out with --id-file or"
+            f" ${SHARE_ID_ENV} (then the one argument is DEST); with --nzb the destination folder.",
+            show_default=False,
+        ),
+    ] = None,
+    dest: Annotated[Optional[Path], typer.Argument(metavar="DEST", help="Destination folder (created if missing).", show_default=False)] = None,
+    id_file: Annotated[Optional[Path], typer.Option("--id-file", help="Read the share ID from the first non-empty line of this file (mode 0600): unlike an argument, no other user sees it.")] = None,
     nzb: Annotated[Optional[Path], typer.Option("--nzb", help="Download a standard NZB (.nzb or .nzb.gz) instead of a share.")] = None,
     password_file: Annotated[Optional[Path], typer.Option("--password-file", help="The share password, from a 0600 file (password shares).")] = None,
     passphrase_file: PassphraseOpt = None,
@@ -39,12 +72,26 @@ def download(
     server: Annotated[Optional[str], typer.Option("--server", help="Read from this configured server (default: the first).")] = None,
     sync: Annotated[bool, typer.Option("--sync", help="Update a copy made by usenetsync: write new and changed files, remove the ones the share dropped; files you changed are kept and the share's version is written beside them.")] = False,
     keep_deleted: Annotated[bool, typer.Option("--keep-deleted", help="With --sync: remove nothing.")] = False,
+    allow_rollback: Annotated[
+        bool,
+        typer.Option(
+            "--allow-rollback",
+            help="Accept a share version older than one this destination already had (a server may be hiding"
+            " newer ones); --sync then deletes nothing.",
+        ),
+    ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace local files the share also has; each is first moved into the home's replaced/ folder.")] = False,
     keep_special_modes: Annotated[bool, typer.Option("--keep-special-modes", help="Restore setuid, setgid and sticky bits and modes beyond your umask (off by default, also as root).")] = False,
     xattrs: Annotated[bool, typer.Option("--xattrs", help="Restore the user.* extended attributes the share carries (its folder was indexed with --xattrs).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Fetch the newest version of a share into DEST, verified end to end; resumable; never over your files.
+
+    The share ID is a secret (for a public share it is the key): give it
+    with --id-file FILE (a 0600 file), the USENETSYNC_SHARE_ID environment
+    variable, or - to read one line from stdin; then DEST is the one
+    argument. As the first argument it still works, with a warning: other
+    users of the machine see a command line (ps, shell history).
 
     The publisher's signature, every article's CRC and AES-GCM tag, each
     piece's BLAKE3 hash and each file's content hash are checked before a
@@ -59,25 +106,33 @@ def download(
 
     Examples:
 
-      usenetsync download us1p… ~/Downloads/photos
+      usenetsync download --id-file ~/.photos.id ~/Downloads/photos
 
-      usenetsync download us1w… ./docs --password-file ~/.share-pw --connections 8
+      usenetsync share show Photos --show-id | usenetsync download - ~/photos
 
-      usenetsync download us1p… ~/mirror --sync
+      usenetsync download --id-file ~/.docs.id ./docs --password-file ~/.docs-pw
+
+      USENETSYNC_SHARE_ID="$(pass photos-id)" usenetsync download ~/mirror --sync
 
       usenetsync download --nzb release.nzb ./out
     """
     out = Output(json_out)
     if nzb is not None:
+        if id_file is not None:
+            raise ConfigError("--id-file names a share; --nzb downloads an NZB", hint="pick one")
+        if share_id is None:
+            raise ConfigError("give a destination folder", hint="usenetsync download --nzb FILE DEST")
         target = Path(share_id) if dest is None else dest
         _download_nzb(out, nzb, target, server, connections)
         return
-    if dest is None:
-        raise ConfigError("give a destination folder", hint="usenetsync download SHARE_ID DEST")
+    source, dest = _pick_source(share_id, dest, id_file, os.environ)
+    if source == "argument":
+        out.say(ARGV_WARNING)
     if sync and overwrite:
         raise ConfigError("--sync and --overwrite do not go together", hint="pick one")
     if keep_deleted and not sync:
         raise ConfigError("--keep-deleted goes with --sync")
+    share_id = _read_share_id(source, share_id, id_file, os.environ, sys.stdin)
     ShareId.parse(share_id)  # a mistyped ID fails here, before anything else
     home = Home.resolve().ensure()
     entries = Config.load(home).servers
@@ -93,7 +148,8 @@ def download(
             migrated = reader.migrate_legacy()
             if migrated:
                 out.say(f"moved the state of an earlier usenetsync out of {dest} ({migrated:,} paths it wrote)")
-            summary = _fetch_share(out, home, reader, spec, share_id, dest, opts, password_file, passphrase_file, json_out)
+            summary = _fetch_share(out, home, reader, spec, share_id, dest, opts, password_file, passphrase_file, json_out,
+                                   allow_rollback)
         finally:
             reader.close()
     _render(out, summary)
@@ -109,23 +165,93 @@ def download(
         )
 
 
+def _pick_source(
+    first: str | None, second: Path | None, id_file: Path | None, env: Mapping[str, str],
+) -> tuple[str, Path]:
+    """Where the share ID comes from (argument, -, --id-file or the variable) and DEST; ConfigError unless exactly one."""
+    named = [what for what, on in (("--id-file", id_file is not None), (f"${SHARE_ID_ENV}", bool(env.get(SHARE_ID_ENV))))
+             if on]
+    positional = [a for a in (first, second) if a is not None]
+    if named:
+        # The one argument is DEST: a second one, or a lone "-", gives the ID again.
+        if len(positional) == 2 or positional == ["-"]:
+            named.append("standard input (-)" if first == "-" else "the SHARE_ID argument")
+        if len(named) > 1:
+            raise ConfigError(f"the share ID is given twice: by {' and by '.join(named)}", hint=_ONE_SOURCE_HINT)
+        if not positional:
+            raise ConfigError("give a destination folder", hint="usenetsync download --id-file FILE DEST")
+        return ("file" if id_file is not None else "env"), Path(positional[0])
+    if first is None:
+        raise ConfigError(
+            "give the share ID and a destination folder",
+            hint=f"usenetsync download --id-file FILE DEST (or {SHARE_ID_ENV}, or - to read the ID from stdin)",
+        )
+    if second is None:
+        raise ConfigError("give a destination folder", hint="usenetsync download --id-file FILE DEST")
+    return ("stdin" if first == "-" else "argument"), second
+
+
+def _read_share_id(source: str, arg: str | None, id_file: Path | None, env: Mapping[str, str], stdin: TextIO) -> str:
+    """The share ID as given (parse it with ``ShareId.parse``); no message ever quotes it."""
+    if source == "argument":
+        assert arg is not None
+        return arg
+    if source == "env":
+        return env[SHARE_ID_ENV].strip()
+    if source == "file":
+        assert id_file is not None
+        if SHARE_ID_RE.search(str(id_file)):
+            # The option got the ID itself; never echo it back in an error.
+            raise ConfigError(
+                "--id-file takes the name of a file holding the share ID, not the ID itself",
+                hint="the ID is now in your shell history: delete it from there; then write it to a 0600 file",
+            )
+        text = read_private_text(id_file, "share ID file", limit=_MAX_ID_CHARS)
+        line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+        if not line:
+            raise ConfigError(f"share ID file {id_file} is empty")
+        return line
+    # stdin: one line. On a terminal it is asked for without echo, so it is not left on the screen.
+    if stdin.isatty():
+        line = getpass.getpass("share ID (not shown): ")
+    else:
+        line = stdin.readline(_MAX_ID_CHARS + 1)
+        if len(line) > _MAX_ID_CHARS:
+            raise ConfigError(f"the first line of standard input is longer than {_MAX_ID_CHARS} characters",
+                              hint="send only the share ID, e.g. `usenetsync share show NAME --show-id | usenetsync download - DEST`")
+    if not line.strip():
+        raise ConfigError("no share ID on standard input", hint="send it on the first line, or use --id-file FILE")
+    return line.strip()
+
+
 def _fetch_share(
     out: Output, home: Home, reader: ReaderState, spec: ServerSpec, share_id: str, dest: Path, opts: DownloadOptions,
-    password_file: Path | None, passphrase_file: Path | None, json_out: bool,
+    password_file: Path | None, passphrase_file: Path | None, json_out: bool, allow_rollback: bool = False,
 ) -> DownloadSummary:
     conn = open_connection(spec)
     try:
+        tag = share_tag(share_id)
+        pinned = reader.pinned(tag)
         opened = open_share(
             conn, share_id, reader.spool_dir,
             password=lambda: read_password(password_file),
             identity=lambda: load_identity(home, passphrase_file),
+            pinned=pinned, allow_rollback=allow_rollback,
         )
         conn.quit()
     finally:
         conn.close()
+    reader.pin(tag, opened.index.version)
+    if opened.index.version < pinned:
+        # --allow-rollback: an older version is written, but nothing newer is taken away.
+        opts = dataclasses.replace(opts, keep_deleted=True)
+        out.say(f"[yellow]reading version {opened.index.version}, older than version {pinned} seen here before;"
+                " --sync deletes nothing in this run[/]")
     reader.keep_only_spool(opened.index.spool)
-    reader.start_version(opened.index.header.index_sha256)
-    out.say(f"share version {opened.index.version}: index verified ({opened.index.header.parts} articles)")
+    reader.start_version(opened.index.root.index.digest())
+    ix = opened.index
+    out.say(f"share version {ix.version}: index verified ({ix.root.index.chunks:,} chunks, {ix.chunks_fetched:,}"
+            f" fetched in {ix.articles_fetched:,} articles)")
     replaced = replaced_folder(home.state_dir, dest_key(reader.dest))
     try:
         run = lambda cb: download_records(  # noqa: E731 - the same call with or without a bar

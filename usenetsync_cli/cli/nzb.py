@@ -11,7 +11,6 @@ import typer
 
 from usenetsync_cli.cli.common import JsonOpt, Output, open_state
 from usenetsync_cli.config import DEFAULT_GROUP, Config
-from usenetsync_cli.core.msgid import segment_message_id
 from usenetsync_cli.core.nzb import NzbWriter, open_nzb_for_write
 from usenetsync_cli.pipeline.shares import get_share
 from usenetsync_cli.pipeline.upload import folder_context
@@ -29,15 +28,15 @@ def _segments(state: State, folder: catalog.Folder) -> Iterator[tuple[str, int, 
         after = 0
         while True:
             rows = conn.execute(
-                "SELECT seg_id, attempt, server_msgid, wire_bytes, posted_ns FROM segments"
+                "SELECT seg_id, attempt, server_msgid, wire_bytes, posted_ns, epoch FROM segments"
                 " WHERE folder_id=? AND state IN (1,2) AND seg_id>? ORDER BY seg_id LIMIT ?",
                 (folder.folder_id, after, PAGE),
             ).fetchall()
             if not rows:
                 break
             after = rows[-1][0]
-            for seg_id, attempt, server_id, wire, posted in rows:
-                mid = server_id or segment_message_id(ctx.keys.msgid_key, ctx.domains, shard, seg_id, attempt)
+            for seg_id, attempt, server_id, wire, posted, epoch in rows:
+                mid = server_id or ctx.message_id(shard, seg_id, attempt, epoch)
                 yield mid, wire or 0, (posted or 0) // 1_000_000_000
 
 

@@ -1,4 +1,10 @@
-"""`usenetsync share create|list|show|update|revoke`: who can read a folder, and its published index."""
+"""`usenetsync share create|list|show|update|revoke`: who can read a folder, and its published index.
+
+Invariant: a share ID is a secret (for a public share it is the key). Only
+an explicit ``--show-id`` prints it (stdout, with a reminder on stderr);
+publishing says the share's name and version, never its ID, in text and
+in ``--json`` events, so cron logs never hold it.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +35,10 @@ PassphraseOpt = Annotated[
     typer.Option("--passphrase-file", help="File holding the passphrase of your identity key (else USENETSYNC_PASSPHRASE_FILE or a prompt)."),
 ]
 ServerOpt = Annotated[Optional[str], typer.Option("--server", help="Post the index to this configured server (default: the first posting server).")]
+SECRET_REMINDER = (
+    "usenetsync: note: a share ID is a secret (for a public share it is the key); hand it over privately, and"
+    " pass it to `download` with --id-file, USENETSYNC_SHARE_ID or - rather than on the command line"
+)
 
 
 def read_password(password_file: Path | None, *, confirm: bool = False) -> str:
@@ -58,12 +68,24 @@ def try_publish(
         out.emit("share.pending", name=share.name, reason=e.message)
         return
     share = get_share(state, share.name)
-    out.emit("share.published", name=share.name, kind=share.kind, version=result.version, share_id=share.share_id,
-             index_parts=result.parts, records=result.records, held=result.unstable, skipped=result.skipped)
-    out.say(f"published share {share.name!r} version {result.version} ({result.records:,} index records)")
+    say_published(out, share.name, result, kind=share.kind)
     say_held(out, result)
-    if not out.json:
-        out.data(share.share_id)
+
+
+def say_published(out: Output, name: str, result: Published, **extra: object) -> None:
+    """The publication, without the share ID: this runs in `upload` and `verify --repair`, whose output
+    goes to cron logs."""
+    posting = result.posting
+    out.emit("share.published", name=name, version=result.version, index_parts=result.parts,
+             index_bytes=result.index_bytes, chunks_new=posting.chunks_new if posting else 0,
+             chunks_reused=posting.chunks_reused if posting else 0, records=result.records,
+             held=result.unstable, skipped=result.skipped, new_id=result.new_id, **extra)
+    out.say(f"published share {name!r} version {result.version} ({result.records:,} index records,"
+            f" {result.index_bytes / 1e3:,.0f} KB of index posted)")
+    if result.new_id:
+        out.say(f"[yellow]share {name!r} was made by an older usenetsync: it has a new ID now, and readers need it[/]")
+    if result.version == 1:
+        out.say(f"show its ID with `usenetsync share show {name} --show-id`")
 
 
 def say_held(out: Output, result: Published) -> bool:
@@ -104,9 +126,10 @@ def create(
 ) -> None:
     """Define a share of an indexed folder and publish its index once the folder is uploaded.
 
-    Exactly one of --public, --password, --to. The share ID is printed once,
-    when the index is published (now, if the folder is fully uploaded; else at
-    the end of the next complete `upload`). `share show NAME --show-id` prints it again.
+    Exactly one of --public, --password, --to. The index is published now if
+    the folder is fully uploaded, else at the end of the next complete
+    `upload`. The share ID is a secret and is never printed here: `share show
+    NAME --show-id` prints it when you hand it over.
 
     Examples:
 
@@ -152,6 +175,8 @@ def list_(
         paths = {f.folder_id: f.display_path for f in catalog.list_folders(state.catalog)}
     for sh in shares:
         out.emit("share", folder=paths.get(sh.folder_id, "?"), **sh.to_public_dict(show_id))
+    if show_id and shares:
+        out.say(SECRET_REMINDER)
     if out.json:
         return
     if not shares:
@@ -175,19 +200,30 @@ def show(
 ) -> None:
     """Show one share (recipients' public keys, version, size); the ID only with --show-id.
 
-    Example:
+    With --show-id stdout holds the ID alone (the description goes to
+    stderr), so it can go straight into a 0600 file or a pipe to `download -`;
+    the ID is a secret: keep it out of logs and command lines.
 
-      usenetsync share show Photos --show-id
+    Examples:
+
+      usenetsync share show Photos
+
+      (umask 077; usenetsync share show Photos --show-id > ~/photos.id)
     """
     out = Output(json_out)
     with open_state(lock=False) as state:
         sh = get_share(state, name)
     out.emit("share", **sh.to_public_dict(show_id))
+    if show_id:
+        out.say(SECRET_REMINDER)
     if out.json:
         return
-    out.data(f"{sh.name}: {sh.kind} share, version {sh.version or '(not yet published)'}, {sh.files:,} files, {human_bytes(sh.bytes)}")
+    # With --show-id, stdout is the ID alone: `> FILE` and `| usenetsync download -` take it as it is.
+    put = out.say if show_id else out.data
+    put(f"{sh.name}: {sh.kind} share, version {sh.version or '(not yet published)'}, {sh.files:,} files,"
+        f" {human_bytes(sh.bytes)}")
     for r in sh.recipients:
-        out.data(f"  recipient {r}")
+        put(f"  recipient {r}")
     if show_id:
         out.data(sh.share_id)
 
@@ -212,9 +248,7 @@ def update(
         identity = load_identity(state.home, passphrase_file)
         spec = Config.load(state.home).posting_servers(server)[0].spec()
         result = publish(state, sh, identity, spec)
-    out.emit("share.published", name=name, version=result.version, index_parts=result.parts, records=result.records,
-             held=result.unstable, skipped=result.skipped)
-    out.say(f"published share {name!r} version {result.version}")
+    say_published(out, name, result)
     if say_held(out, result):
         raise held_error(result)
 

@@ -50,6 +50,14 @@ def upload(
     no_check: Annotated[
         bool, typer.Option("--no-check", help="Skip the STAT post-check (not recommended: 240 alone proves little).")
     ] = False,
+    new_epoch: Annotated[
+        bool,
+        typer.Option(
+            "--new-epoch",
+            help="Seal new content under fresh folder keys first: whoever held an earlier share of this folder"
+            " cannot find or read it (share revoke does this too).",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
     lock_wait: LockWaitOpt = 0.0,
 ) -> None:
@@ -70,11 +78,18 @@ def upload(
       usenetsync upload --resume
 
       usenetsync upload ~/Archive --connections 8 --limit-rate 20M --json
+
+      usenetsync upload ~/Archive --new-epoch
     """
     out = Output(json_out)
     rate = parse_rate(limit_rate) if limit_rate else None
     with open_state(lock=True, lock_wait=lock_wait) as state:
         folder = _pick_folder(state, path, resume)
+        if new_epoch:
+            epoch = catalog.new_epoch(state.catalog, folder.folder_id, "requested")
+            out.emit("upload.epoch", epoch=epoch)
+            out.say(f"new content is sealed under key epoch {epoch}")
+            folder = catalog.get_folder_by_id(state.catalog, folder.folder_id) or folder
         entries = Config.load(state.home).posting_servers(server)
         specs = []
         for e in entries:
@@ -169,12 +184,14 @@ def _recovery(
 
 
 def _publish_pending(out: Output, state: State, folder: catalog.Folder, server: str | None) -> None:
-    """Shares created before the folder was fully up are published now (the upload itself succeeded)."""
+    """Shares created before the folder was fully up, or by an older usenetsync, are published now."""
     from usenetsync_cli.cli.share import try_publish
+    from usenetsync_cli.core.shareid import OLD_PREFIXES
     from usenetsync_cli.pipeline.shares import list_shares
 
     for share in list_shares(state, folder.folder_id):
-        if share.version == 0:
+        # A share made by an older usenetsync is republished under a new ID (readers cannot use the old one).
+        if share.version == 0 or share.share_id.startswith(OLD_PREFIXES):
             try_publish(out, state, share, None, server)
 
 

@@ -124,10 +124,11 @@ def verify(
 
 def _check_share_indexes(out: Output, state: State, folder_id: int, spec: ServerSpec) -> set[str]:
     """STAT the root and parts of each published share's current index; names of shares with any missing."""
+    from usenetsync_cli.core.share_root import part_message_id
     from usenetsync_cli.core.shareid import ShareId, locator_key
     from usenetsync_cli.pipeline.poster import open_connection
-    from usenetsync_cli.pipeline.publish import part_message_id
-    from usenetsync_cli.pipeline.share_index import fetch_root
+    from usenetsync_cli.pipeline.publish_index import known_layout
+    from usenetsync_cli.pipeline.share_index import find_root
 
     lost: set[str] = set()
     shares = [sh for sh in list_shares(state, folder_id) if sh.version]
@@ -136,14 +137,17 @@ def _check_share_indexes(out: Output, state: State, folder_id: int, spec: Server
     conn = open_connection(spec)
     try:
         for sh in shares:
-            sid = ShareId.parse(sh.share_id)
-            lk = locator_key(sid)
             try:
-                header = fetch_root(conn, lk, sh.version, sid.fingerprint)
+                # An ID of an older format fails here too: `share update` republishes it under a new one.
+                sid = ShareId.parse(sh.share_id)
+                lk = locator_key(sid)
+                root = find_root(conn, lk, sid.signer, sid.kind, version=sh.version)
             except UsenetSyncError:
                 lost.add(sh.name)
                 continue
-            ids = [part_message_id(lk, header.part_nonce, sh.version, n) for n in range(header.parts)]
+            ids = [part_message_id(lk, p.pack_nonce, 0) for p in root.index.table] + [
+                part_message_id(lk, n, 0) for n in known_layout(state.catalog, sh.share_pk)[1]
+            ]
             missing = sum(1 for _m, ok in conn.stat_many(ids) if not ok)
             if missing:
                 lost.add(sh.name)

@@ -86,6 +86,9 @@ _AAD_PREFIX = b"usenetsync/v1/seg"
 # prefix(17) || folder_uid(16) || shard(u32 BE) || seg_id(u64 BE) = 45 bytes.
 _AAD_TAIL = struct.Struct(">IQ")
 AAD_SIZE = len(_AAD_PREFIX) + FOLDER_UID_SIZE + _AAD_TAIL.size
+# Epochs >= 1 (core/epochs.py): prefix(17) || uid(16) || epoch(u32) || shard(u32) || seg_id(u64) = 49 bytes.
+_AAD_PREFIX_V2 = b"usenetsync/v2/seg"
+_AAD_TAIL_V2 = struct.Struct(">IIQ")
 
 
 def _hkdf(folder_key: bytes, info: bytes) -> bytes:
@@ -140,11 +143,11 @@ def new_nonce() -> bytes:
     return os.urandom(NONCE_SIZE)
 
 
-def place_aad(folder_uid: bytes, shard: int, seg_id: int) -> bytes:
-    """Associated data binding a sealed segment to (folder, shard, segment).
+def place_aad(folder_uid: bytes, shard: int, seg_id: int, epoch: int = 0) -> bytes:
+    """Associated data binding a sealed segment to (folder, [epoch,] shard, segment).
 
-    Fixed width (45 bytes) and versioned by its prefix, so two different
-    places can never produce the same bytes.
+    Fixed width (45 bytes for epoch 0, 49 with the epoch) and versioned by its
+    prefix, so two different places can never produce the same bytes.
     """
     if len(folder_uid) != FOLDER_UID_SIZE:
         raise ValueError("folder_uid must be 16 bytes")
@@ -152,6 +155,10 @@ def place_aad(folder_uid: bytes, shard: int, seg_id: int) -> bytes:
         raise ValueError("shard out of range")
     if not 0 <= seg_id < 1 << 64:
         raise ValueError("seg_id out of range")
+    if not 0 <= epoch < 1 << 32:
+        raise ValueError("epoch out of range")
+    if epoch:
+        return _AAD_PREFIX_V2 + bytes(folder_uid) + _AAD_TAIL_V2.pack(epoch, shard, seg_id)
     return _AAD_PREFIX + bytes(folder_uid) + _AAD_TAIL.pack(shard, seg_id)
 
 
@@ -160,7 +167,9 @@ def sealed_size(plaintext_len: int) -> int:
     return plaintext_len + SEAL_OVERHEAD
 
 
-def seal_segment(aesgcm: AESGCM, aad: bytes, plaintext: bytes | bytearray | memoryview, nonce: bytes) -> bytes:
+def seal_segment(
+    aesgcm: AESGCM, aad: bytes, plaintext: bytes | bytearray | memoryview, nonce: bytes, *, versioned: bool = True
+) -> bytes:
     """Encrypt and authenticate one segment: version || nonce || ct || tag.
 
     ``plaintext`` may be a memoryview over an mmap; it is read in place.
@@ -173,10 +182,14 @@ def seal_segment(aesgcm: AESGCM, aad: bytes, plaintext: bytes | bytearray | memo
     """
     if len(nonce) != NONCE_SIZE:
         raise ValueError("nonce must be 12 bytes")
+    if not versioned:  # epochs >= 1, index blobs, roots: no constant first byte on the wire
+        return b"".join((nonce, aesgcm.encrypt(nonce, plaintext, aad)))
     return b"".join((_VERSION_BYTE, nonce, aesgcm.encrypt(nonce, plaintext, aad)))
 
 
-def open_segment(aesgcm: AESGCM, aad: bytes, sealed: bytes | bytearray | memoryview) -> bytes:
+def open_segment(
+    aesgcm: AESGCM, aad: bytes, sealed: bytes | bytearray | memoryview, *, versioned: bool = True
+) -> bytes:
     """Authenticate and decrypt a sealed segment; never returns unverified bytes.
 
     Raises ``ProtocolError`` for an unknown version byte (a newer format) and
@@ -184,6 +197,16 @@ def open_segment(aesgcm: AESGCM, aad: bytes, sealed: bytes | bytearray | memoryv
     truncation, a wrong key, or a segment moved to another place.
     """
     view = memoryview(sealed)
+    if not versioned:
+        if len(view) < NONCE_SIZE + TAG_SIZE:
+            raise TamperedError(f"sealed data is {len(view)} bytes, shorter than the {NONCE_SIZE + TAG_SIZE}-byte minimum")
+        try:
+            return aesgcm.decrypt(view[:NONCE_SIZE].tobytes(), view[NONCE_SIZE:], aad)
+        except InvalidTag:
+            raise TamperedError(
+                "sealed data failed authentication: it was altered, truncated, moved to another place, or sealed"
+                " with a different key"
+            ) from None
     if len(view) < SEAL_OVERHEAD:
         raise TamperedError(f"sealed segment is {len(view)} bytes, shorter than the {SEAL_OVERHEAD}-byte minimum")
     version = view[0]

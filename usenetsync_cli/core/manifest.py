@@ -1,33 +1,24 @@
-"""The share index (manifest): its records, its root article, and path safety.
+"""The share index (manifest): its records and path safety.
 
-Owns the format, version 2 (version 1, made by usenetsync before content
-hashes, is refused with a "made by an older version" error: there are no v1
-shares to keep). A published share version is:
+Owns the record format, version 4 (the same number as the wire format of
+core/share_root.py, which seals, names, signs and posts the record stream;
+versions 1 to 3, made by older usenetsync releases, are refused with a "made
+by an older version" error: `share update` republishes a share in this
+format under a new ID).
 
-- index parts: the manifest stream — JSON lines, zstd-compressed, cut into
-  ``PART_BYTES`` chunks, each sealed with AES-256-GCM under the share key
-  (AAD = ``index_aad(locator, version, part)``) and posted as an ordinary
-  obfuscated yEnc article whose Message-ID is derived from the share's
-  locator key, the version and the part number;
-- a root article: ``ROOT_MAGIC`` ‖ canonical JSON header ‖ 64-byte Ed25519
-  signature over ``ROOT_MAGIC ‖ header``. The header names the share kind,
-  version, number of parts, the SHA-256 of all sealed parts in order, the
-  publisher's public keys, and how to obtain the share key (nothing for
-  public shares; the password-wrapped key; or the padded recipient entries).
-
-A reader trusts nothing before the signature verifies with a public key whose
-fingerprint equals the one in the share ID, and nothing of the index before
-the SHA-256 of the sealed parts equals the signed digest.
+A reader trusts nothing of the index before its root verifies and the
+SHA-256 of the sealed parts equals the signed digest (core/share_root.py).
 
 Manifest records (one JSON array per line; paths are the raw bytes decoded
 as latin-1, so any byte sequence round-trips; hashes are BLAKE3-256 in hex,
 core/hashing.py):
 
-    ["H", {header: format, segment_size, folder_uid, enc_key, msgid_key, domains, files, bytes}]
+    ["H", {header: format, segment_size, folder_uid, files, bytes,
+           epochs: {"<epoch>": {enc, msgid, domains}, ...}}]           -- only epochs a listed segment is in
     ["D", path, mode, mtime_ns]
     ["F", path, size, mtime_ns, mode, content_hash_hex,
-          [[shard, seg_id, attempt, length, piece_hash_hex, msgid|null], ...]]
-    ["K", shard, seg_id, attempt, length, pack_hash_hex, msgid|null]  -- a pack; its members follow
+          [[shard, seg_id, attempt, length, piece_hash_hex, msgid|null, epoch], ...]]
+    ["K", shard, seg_id, attempt, length, pack_hash_hex, msgid|null, epoch]  -- a pack; its members follow
     ["P", path, size, mtime_ns, mode, offset_in_pack, piece_hash_hex] -- member of the last K
     ["E", path, mtime_ns, mode]                                       -- empty file
     ["H", path, first_path, size, content_hash_hex, mtime_ns, mode]   -- another name (hard link) of first_path
@@ -35,8 +26,13 @@ core/hashing.py):
     ["L", path, target, mtime_ns]                                     -- symlink
     ["R", shard, group_id, gnonce_hex, block_size,
           [[seg_id, pos, sealed_len, sealed_hash|null, msgid, plain_hash|null], ...],
-          [[idx, attempt, msgid|null], ...]]                          -- a PAR2 recovery group
+          [[idx, attempt, msgid|null], ...], epoch]                   -- a PAR2 recovery group
     ["T", record_count]                                               -- trailer: truncation check
+
+The epoch keys (core/epochs.py) are the keys of each epoch's segments, never
+the epoch key they are derived from: a reader of this version can name and
+open exactly the segments this version lists and the others of those epochs,
+never anything sealed in a later epoch (a revocation starts one).
 
 A file's content hash is ``file_content_hash(size, piece hashes)``: for an
 F record over its listed segment hashes (the reader checks it against the
@@ -54,17 +50,11 @@ from __future__ import annotations
 
 import base64
 import json
-import struct
-from dataclasses import dataclass
 from typing import Any
 
 from usenetsync_cli.errors import TamperedError
 
-FORMAT = 2
-PART_BYTES = 700_000
-ROOT_MAGIC = b"USNETSYNC-INDEX\x01"
-_INDEX_AAD = b"usenetsync/v1/index"
-_AAD_TAIL = struct.Struct(">QI")
+FORMAT = 4
 
 
 class OldFormatError(TamperedError):
@@ -83,10 +73,6 @@ class UnsafePathError(TamperedError):
     """The index names a path that would escape the destination."""
 
     hint = "the share index is malicious or corrupt; nothing outside the destination was written"
-
-
-def index_aad(locator: bytes, version: int, part: int) -> bytes:
-    return _INDEX_AAD + locator + _AAD_TAIL.pack(version, part)
 
 
 def path_str(p: bytes) -> str:
@@ -136,62 +122,6 @@ def unb64(text: str) -> bytes:
         return base64.b64decode(text.encode("ascii"), validate=True)
     except (ValueError, UnicodeEncodeError):
         raise TamperedError("the share index is damaged (bad base64)") from None
-
-
-@dataclass(frozen=True)
-class RootHeader:
-    kind: str  # public | password | private
-    version: int
-    parts: int
-    index_sha256: bytes
-    index_bytes: int
-    sign_pub: bytes
-    box_pub: bytes
-    created: int
-    key_wrap: bytes  # b"" for public shares
-    part_nonce: bytes  # 8 random bytes of this publication; part Message-IDs derive from it
-
-    def encode(self) -> bytes:
-        doc = {
-            "format": FORMAT, "kind": self.kind, "version": self.version, "parts": self.parts,
-            "index_sha256": self.index_sha256.hex(), "index_bytes": self.index_bytes,
-            "sign_pub": b64(self.sign_pub), "box_pub": b64(self.box_pub), "created": self.created,
-            "key_wrap": b64(self.key_wrap), "part_nonce": self.part_nonce.hex(),
-        }
-        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("ascii")
-
-    @classmethod
-    def decode(cls, data: bytes) -> RootHeader:
-        try:
-            doc = json.loads(data)
-            if doc["format"] != FORMAT:
-                raise OldFormatError(doc["format"])
-            return cls(
-                kind=str(doc["kind"]), version=int(doc["version"]), parts=int(doc["parts"]),
-                index_sha256=bytes.fromhex(doc["index_sha256"]), index_bytes=int(doc["index_bytes"]),
-                sign_pub=unb64(doc["sign_pub"]), box_pub=unb64(doc["box_pub"]), created=int(doc["created"]),
-                key_wrap=unb64(doc["key_wrap"]), part_nonce=bytes.fromhex(doc["part_nonce"]),
-            )
-        except (KeyError, TypeError, ValueError):
-            raise TamperedError("the share's root article is damaged") from None
-
-
-def encode_root(header: RootHeader, sign: Any) -> bytes:
-    """``sign`` is a callable bytes -> 64-byte Ed25519 signature (the publisher's key)."""
-    body = header.encode()
-    signed = ROOT_MAGIC + body
-    sig = sign(signed)
-    return signed + b"\n" + sig
-
-
-def split_root(payload: bytes) -> tuple[bytes, bytes, bytes]:
-    """(signed bytes, header JSON, signature) of a root payload; shape checks only."""
-    if not payload.startswith(ROOT_MAGIC) or len(payload) < len(ROOT_MAGIC) + 66:
-        raise TamperedError("this is not a usenetsync share index (bad root article)")
-    signed, sig = payload[:-65], payload[-64:]
-    if payload[-65:-64] != b"\n":
-        raise TamperedError("the share's root article is damaged")
-    return signed, signed[len(ROOT_MAGIC):], sig
 
 
 MAX_XATTRS, MAX_XATTR_NAME, MAX_XATTR_VALUE = 64, 255, 64 * 1024

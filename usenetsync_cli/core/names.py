@@ -114,8 +114,12 @@ class WireNames:
         rng = self._rng
         return "".join(rng.choices(_HEX, k=32 if rng.random() < 0.5 else 40))
 
-    def poster(self) -> str:
-        """A random ``Display Name <local@domain>`` From value."""
+    def poster(self, domain: str | None = None) -> str:
+        """A random ``Display Name <local@domain>`` From value; ``domain``: the article's Message-ID domain.
+
+        A From host that never matches the Message-ID host is itself a mark
+        (ordinary posting software takes both from one host name).
+        """
         rng = self._rng
         first = self._word(3, 8)
         last = self._word(4, 10)
@@ -130,7 +134,7 @@ class WireNames:
             local = f"{first}{rng.randint(1, 9999)}"
         else:
             local = f"{first}_{last}"
-        return f"{first.capitalize()} {last.capitalize()} <{local}@{self._domain()}>"
+        return f"{first.capitalize()} {last.capitalize()} <{local}@{domain or self._domain()}>"
 
     def yenc_name(self) -> str:
         """A random yEnc ``name=``: 16-32 characters of [a-z0-9], no extension."""

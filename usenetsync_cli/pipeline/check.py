@@ -17,14 +17,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from usenetsync_cli.core.msgid import segment_message_id
 from usenetsync_cli.nntp import Connection
 from usenetsync_cli.pipeline.encode import FolderContext
 from usenetsync_cli.store.segments import PAGE, STATE_POSTED
 from usenetsync_cli.store.state import State
 
 _POSTED_PAGE = (
-    "SELECT seg_id, attempt, server_msgid FROM segments"
+    "SELECT seg_id, attempt, server_msgid, epoch FROM segments"
     " WHERE folder_id=? AND state=1 AND seg_id>? ORDER BY seg_id LIMIT ?"
 )
 
@@ -57,7 +56,6 @@ def check_posted(
     lost it (which would cost a needless re-post under a new Message-ID).
     """
     s = CheckSummary()
-    keys = ctx.keys
     suspects: list[tuple[int, int, int, str]] = []  # (shard, seg_id, attempt, msgid): rare, kept in memory
     for shard, sconn in enumerate(state.shards):
         after = 0
@@ -67,8 +65,8 @@ def check_posted(
                 break
             after = rows[-1][0]
             ids = {}
-            for seg_id, attempt, server_id in rows:
-                mid = server_id or segment_message_id(keys.msgid_key, ctx.domains, shard, seg_id, attempt)
+            for seg_id, attempt, server_id, epoch in rows:
+                mid = server_id or ctx.message_id(shard, seg_id, attempt, epoch)
                 ids[mid] = (seg_id, attempt)
             now = time.time_ns()
             verified: list[tuple[int, int]] = []

@@ -47,14 +47,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from usenetsync_cli.core.crypto import SEAL_OVERHEAD, open_segment, place_aad
 from usenetsync_cli.core.hashing import file_content_hash, piece_hash
 from usenetsync_cli.core.manifest import path_bytes, xattrs_of
-from usenetsync_cli.core.msgid import segment_message_id
+from usenetsync_cli.core.msgid import is_valid_message_id
 from usenetsync_cli.errors import DownloadIncompleteError, LocalConflictError, TamperedError, UsenetSyncError
 from usenetsync_cli.nntp import ServerSpec
 from usenetsync_cli.pipeline.destination import Action, Survey
-from usenetsync_cli.pipeline.download_repair import repair_spilled, settle_waiting
+from usenetsync_cli.pipeline.download_repair import layout_from_record, repair_spilled, settle_waiting
 from usenetsync_cli.pipeline.download_write import (
     DownloadOptions,
     DownloadSummary,
@@ -98,7 +97,18 @@ def _header(records: Iterator[list[Any]]) -> FolderSecrets:
     return folder_secrets(first[1])
 
 
+def _msgid(v: Any) -> str | None:
+    """A Message-ID the index names (the server chose it), checked; None when the ID is derived."""
+    if v is None:
+        return None
+    if not isinstance(v, str) or not is_valid_message_id(v):
+        raise TamperedError("the share index is damaged (a Message-ID is malformed)")
+    return v
+
+
 def _layout_of(size: int, segs: list[Any]) -> list[int]:
+    if any(not isinstance(s, list) or len(s) != 7 for s in segs):
+        raise TamperedError("the share index is damaged (a segment entry has the wrong shape)")
     lengths = [_int(s[3]) for s in segs]
     if sum(lengths) != size:
         raise TamperedError("the share index's layout of a file does not add up")
@@ -249,6 +259,7 @@ class _Run:
                 self.links.append(HardLink(rel, path_bytes(rec[2]), _hash(rec[4]), _int(rec[5]), _int(rec[6]),
                                            self.action(rel)))
             elif kind == "R":
+                layout_from_record(rec)  # well formed, or TamperedError before it is stored
                 with self.reader.conn:
                     self.reader.conn.execute("INSERT OR REPLACE INTO rgroup VALUES(?,?,?)", (rec[1], rec[2], json.dumps(rec)))
                     self.reader.conn.executemany(
@@ -343,27 +354,28 @@ class _Run:
                     done[(shard, seg_id)] = row[0][0]
         offset = 0
         todo = []
-        for i, (shard, seg_id, attempt, length, _h, server_id) in enumerate(segs):
+        for i, (shard, seg_id, attempt, length, _h, server_id, epoch) in enumerate(segs):
             got = done.get((shard, seg_id))
             if got is not None and got == pieces[i]:
                 job.pieces[i] = got
             else:
-                todo.append((i, _int(shard), _int(seg_id), _int(attempt), length, server_id, offset))
+                todo.append((i, _int(shard), _int(seg_id), _int(attempt), length, server_id, offset, _int(epoch)))
             offset += length
         job.remaining = len(todo)
         if not todo:
             self.w.finish_file(job)
             return
-        for i, shard, seg_id, attempt, length, server_id, off in todo:
-            mid = server_id or segment_message_id(fs.msgid_key, fs.domains, shard, seg_id, attempt)
-            task = Task(shard, seg_id, length + SEAL_OVERHEAD, pieces[i], [(job, off, 0, length, None, i)])
-            yield FetchJob(str(mid), body_limit(length + SEAL_OVERHEAD), task)
+        for i, shard, seg_id, attempt, length, server_id, off, epoch in todo:
+            mid = _msgid(server_id) or fs.ctx.message_id(shard, seg_id, attempt, epoch)
+            sealed_len = fs.ctx.sealed_len(shard, seg_id, epoch, length)
+            task = Task(shard, seg_id, sealed_len, pieces[i], [(job, off, 0, length, None, i)], epoch)
+            yield FetchJob(mid, body_limit(sealed_len), task)
 
     def _pack_jobs(self, fs: FolderSecrets, rec: list[Any], members: list[tuple[FileJob, int, int, bytes]]) -> Iterator[FetchJob]:
         if not members:
             return
-        _k, shard, seg_id, attempt, length, _h, server_id = rec
-        length = _int(length)
+        _k, shard, seg_id, attempt, length, _h, server_id, epoch = rec
+        length, shard, seg_id, epoch = _int(length), _int(shard), _int(seg_id), _int(epoch)
         writes = []
         for job, off, size, mh in members:
             if off + size > length:
@@ -371,10 +383,11 @@ class _Run:
             self.w.open_tmp(job, keep=False)
             job.remaining = 1
             writes.append((job, 0, off, size, mh, 0))
-        mid = server_id or segment_message_id(fs.msgid_key, fs.domains, _int(shard), _int(seg_id), _int(attempt))
+        mid = _msgid(server_id) or fs.ctx.message_id(shard, seg_id, _int(attempt), epoch)
         # A pack's own hash covers members this version may not list: its members' pieces are checked.
-        task = Task(_int(shard), _int(seg_id), length + SEAL_OVERHEAD, None, writes)
-        yield FetchJob(str(mid), body_limit(length + SEAL_OVERHEAD), task)
+        sealed_len = fs.ctx.sealed_len(shard, seg_id, epoch, length)
+        task = Task(shard, seg_id, sealed_len, None, writes, epoch)
+        yield FetchJob(mid, body_limit(sealed_len), task)
 
     # ------------------------------------------------------------------ workers
 
@@ -393,7 +406,7 @@ class _Run:
         fs = self.fs
         assert fs is not None
         try:
-            payload = open_segment(fs.aes, place_aad(fs.uid, task.shard, task.seg_id), sealed)
+            payload = fs.ctx.open(task.shard, task.seg_id, task.epoch, sealed)
         except UsenetSyncError:
             return "failed authentication (AES-GCM)"
         view = memoryview(payload)
@@ -431,6 +444,7 @@ class _Run:
                 w[0].waiting = True
         self._spill.append((task.shard, task.seg_id, reason, json.dumps({
             "m": fjob.message_id, "n": task.sealed_len, "h": task.piece.hex() if task.piece else None, "w": writes,
+            "e": task.epoch,
         })))
         for w in task.writes:
             if w[0].rel not in self._waiting_recent:

@@ -18,9 +18,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from usenetsync_cli.core.crypto import open_segment, place_aad
 from usenetsync_cli.core.hashing import piece_hash
-from usenetsync_cli.errors import UsenetSyncError
+from usenetsync_cli.core.msgid import is_valid_message_id
+from usenetsync_cli.errors import TamperedError, UsenetSyncError
 from usenetsync_cli.nntp import ServerSpec
 from usenetsync_cli.pipeline.destination import Action, local_content_hash
 from usenetsync_cli.pipeline.download_write import FileJob, FolderSecrets, Writer, pwrite_all, tmp_of
@@ -31,7 +31,7 @@ def repair_spilled(w: Writer, fs: FolderSecrets, spec: ServerSpec) -> None:
     from usenetsync_cli.pipeline.recovery import RecoveryError, rebuild_sealed
 
     conn = w.reader.conn
-    ctx = _recovery_context(fs)
+    ctx = fs.ctx
     groups = conn.execute(
         "SELECT DISTINCT r.shard, r.group_id FROM deferred d JOIN rmember r ON r.shard=d.shard AND r.seg_id=d.seg_id"
     ).fetchall()
@@ -40,7 +40,7 @@ def repair_spilled(w: Writer, fs: FolderSecrets, spec: ServerSpec) -> None:
             "SELECT d.seg_id, d.task FROM deferred d JOIN rmember r ON r.shard=d.shard AND r.seg_id=d.seg_id"
             " WHERE r.shard=? AND r.group_id=?", (shard, group_id),
         ).fetchall()
-        layout = _layout_from_record(json.loads(conn.execute(
+        layout = layout_from_record(json.loads(conn.execute(
             "SELECT layout FROM rgroup WHERE shard=? AND group_id=?", (shard, group_id)
         ).fetchall()[0][0]))
         try:
@@ -62,7 +62,7 @@ def repair_spilled(w: Writer, fs: FolderSecrets, spec: ServerSpec) -> None:
 
 def _write_spilled(w: Writer, fs: FolderSecrets, shard: int, seg_id: int, task: dict[str, Any], sealed: bytes) -> str | None:
     try:
-        payload = open_segment(fs.aes, place_aad(fs.uid, shard, seg_id), sealed)
+        payload = fs.ctx.open(shard, seg_id, int(task.get("e", 0)), sealed)
     except UsenetSyncError:
         return "failed authentication"
     if task["h"] is not None and piece_hash(payload) != bytes.fromhex(task["h"]):
@@ -99,29 +99,26 @@ def settle_waiting(w: Writer) -> None:
             conn.execute("DELETE FROM waiting WHERE path=?", (rel,))
 
 
+def layout_from_record(rec: list[Any]) -> Any:
+    """The GroupLayout of an index's R record (TamperedError when it is malformed or oversized)."""
+    from usenetsync_cli.pipeline.recovery import GROUP_ARTICLES, GroupLayout, GroupMember
 
-def _recovery_context(fs: FolderSecrets) -> Any:
-    """The FolderContext the recovery module needs, from what a share index gives a reader."""
-    from usenetsync_cli.core.crypto import FolderKeys
-    from usenetsync_cli.pipeline.encode import FolderContext
-
-    # A reader has the segment and Message-ID keys only; the other two are unused by rebuilds.
-    keys = FolderKeys(enc_key=fs.enc_key, msgid_key=fs.msgid_key, names_key=bytes(32), domain_key=bytes(32))
-    return FolderContext(uid=fs.uid, keys=keys, domains=fs.domains, groups=())
-
-
-def _layout_from_record(rec: list[Any]) -> Any:
-    from usenetsync_cli.pipeline.recovery import GroupLayout, GroupMember
-
-    _r, shard, group_id, gnonce, block, members, recovery = rec
-    return GroupLayout(
-        group_id=int(group_id), shard=int(shard), gnonce=bytes.fromhex(gnonce), block_size=int(block),
-        members=tuple(
-            GroupMember(int(seg), int(pos), int(slen), bytes.fromhex(sh) if sh else None, str(mid),
-                        bytes.fromhex(ph) if ph else None)
-            for seg, pos, slen, sh, mid, ph in members
-        ),
-        recovery=tuple((int(i), int(a), srv) for i, a, srv in recovery),
-    )
-
-
+    try:
+        _r, shard, group_id, gnonce, block, members, recovery, epoch = rec
+        if not isinstance(members, list) or not isinstance(recovery, list) or len(bytes.fromhex(gnonce)) != 8 \
+                or not 0 < len(members) <= GROUP_ARTICLES or len(recovery) > GROUP_ARTICLES:
+            raise ValueError("recovery group bounds")
+        if any(not isinstance(m[4], str) or not is_valid_message_id(m[4]) for m in members):
+            raise ValueError("message-id")
+        return GroupLayout(
+            group_id=int(group_id), shard=int(shard), gnonce=bytes.fromhex(gnonce), block_size=int(block),
+            members=tuple(
+                GroupMember(int(seg), int(pos), int(slen), bytes.fromhex(sh) if sh else None, mid,
+                            bytes.fromhex(ph) if ph else None)
+                for seg, pos, slen, sh, mid, ph in members
+            ),
+            recovery=tuple((int(i), int(a), srv) for i, a, srv in recovery),
+            epoch=int(epoch),
+        )
+    except (ValueError, TypeError, AttributeError, IndexError):
+        raise TamperedError("the share index is damaged (a recovery group record is malformed)") from None

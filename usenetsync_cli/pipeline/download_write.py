@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from usenetsync_cli.core.epochs import EpochKeys, FolderContext
 from usenetsync_cli.core.hashing import file_content_hash
+from usenetsync_cli.core.manifest import FORMAT, OldFormatError
 from usenetsync_cli.errors import DiskFullError, InputPathError, TamperedError, UsenetSyncError
 from usenetsync_cli.pipeline.destination import (
     Action,
@@ -79,6 +80,7 @@ class Task:
     piece: bytes | None  # a file segment's piece hash; None for a pack (its members are checked)
     # (job, offset in the file, offset in the payload, length, member piece hash, piece index)
     writes: list[tuple[FileJob, int, int, int, bytes | None, int]]
+    epoch: int = 0  # the key epoch it is sealed in
 
 
 @dataclass
@@ -122,22 +124,28 @@ class DownloadSummary:
 
 @dataclass(frozen=True)
 class FolderSecrets:
-    uid: bytes
-    aes: AESGCM
-    enc_key: bytes
-    msgid_key: bytes
-    domains: tuple[str, ...]
+    """What a share version gives its reader: the folder's uid and the keys of the epochs it references."""
+
+    ctx: FolderContext
     segment_size: int
 
 
+MAX_EPOCHS = 4096  # per index: one key each; an index naming more is refused before anything is derived
+
+
 def folder_secrets(header: Any) -> FolderSecrets:
+    if isinstance(header, dict) and header.get("format") != FORMAT:
+        raise OldFormatError(header.get("format"))
     try:
-        return FolderSecrets(
-            uid=bytes.fromhex(header["folder_uid"]), aes=AESGCM(bytes.fromhex(header["enc_key"])),
-            enc_key=bytes.fromhex(header["enc_key"]), msgid_key=bytes.fromhex(header["msgid_key"]),
-            domains=tuple(str(d) for d in header["domains"]), segment_size=int(header["segment_size"]),
-        )
-    except (KeyError, ValueError, TypeError):
+        uid = bytes.fromhex(header["folder_uid"])
+        epochs_doc = header["epochs"]
+        if not isinstance(epochs_doc, dict) or len(epochs_doc) > MAX_EPOCHS or len(uid) != 16:
+            raise ValueError("epochs")
+        epochs = {int(e): EpochKeys.from_reader_doc(int(e), d) for e, d in epochs_doc.items()}
+        if any(not 0 <= e < 1 << 32 for e in epochs):
+            raise ValueError("epoch")
+        return FolderSecrets(FolderContext.for_reader(uid, epochs), segment_size=int(header["segment_size"]))
+    except (KeyError, ValueError, TypeError, AttributeError):
         raise TamperedError("the share index header is damaged") from None
 
 

@@ -33,9 +33,10 @@ import time
 from dataclasses import dataclass, field
 
 from usenetsync_cli.core.article import article_parts, format_date
-from usenetsync_cli.core.crypto import FolderKeys, new_nonce, place_aad, seal_segment
+from usenetsync_cli.core.crypto import new_nonce
+from usenetsync_cli.core.epochs import FolderContext
 from usenetsync_cli.core.hashing import is_crypto_hash, pack_hash, payload_matches, piece_hash
-from usenetsync_cli.core.msgid import segment_message_id
+from usenetsync_cli.core.msgid import message_domain
 from usenetsync_cli.core.names import WireNames
 
 
@@ -67,6 +68,7 @@ class Work:
     is_pack: bool
     sources: list[Source]
     retries: int = 0
+    epoch: int = 0  # the key epoch it is sealed and named in (core/epochs.py)
     # The plaintext hash of an earlier post of this segment: a re-post (after a
     # missing article, or a repair) must carry exactly the same bytes.
     expect_hash: bytes | None = None
@@ -79,14 +81,6 @@ class Work:
     member_hashes: list[tuple[int, bytes]] = field(default_factory=list)
     dropped: list[int] = field(default_factory=list)  # pack members left out (changed/vanished)
     changed: bool = False  # a large file changed: nothing to post
-
-
-@dataclass(frozen=True)
-class FolderContext:
-    uid: bytes
-    keys: FolderKeys
-    domains: tuple[str, ...]
-    groups: tuple[str, ...]
 
 
 def _read_source(src: Source) -> bytes | None:
@@ -151,13 +145,12 @@ def encode(work: Work, ctx: FolderContext, names: WireNames) -> Work:
     if work.nonce is None or not is_crypto_hash(expect):
         # A stored nonce is only ever reused with the plaintext whose BLAKE3 hash was stored with it.
         work.nonce = new_nonce()
-    aad = place_aad(ctx.uid, work.shard, work.seg_id)
-    sealed = seal_segment(ctx.keys.aesgcm, aad, payload, work.nonce)
-    work.msgid = segment_message_id(ctx.keys.msgid_key, ctx.domains, work.shard, work.seg_id, work.attempt)
+    sealed = ctx.seal(work.shard, work.seg_id, work.epoch, payload, work.nonce)
+    work.msgid = ctx.message_id(work.shard, work.seg_id, work.attempt, work.epoch)
     work.buffers = article_parts(
         message_id=work.msgid,
         subject=names.subject(),
-        poster=names.poster(),
+        poster=names.poster(message_domain(work.msgid)),
         newsgroups=ctx.groups,
         date=format_date(time.time()),
         payload=sealed,

@@ -57,12 +57,12 @@ def iter_work(
 ) -> Iterator[Work]:
     """Every planned (state 0) segment of one shard as a ``Work`` item."""
     for row in iter_segments(conn, folder_id, STATE_PLANNED):
-        work = work_for_row(conn, shard, row, paths)
+        work = work_for_row(conn, shard, row, paths, row[7])
         if work is not None:
             yield work
 
 
-def work_for_row(conn: apsw.Connection, shard: int, row: tuple[Any, ...], paths: DirPaths) -> Work | None:
+def work_for_row(conn: apsw.Connection, shard: int, row: tuple[Any, ...], paths: DirPaths, epoch: int) -> Work | None:
     """The ``Work`` of one segment row (seg_id, file_id, offset, length, attempt, hash, nonce, ...).
 
     Sources carry the stat each file was planned from; the encoder reads
@@ -75,9 +75,9 @@ def work_for_row(conn: apsw.Connection, shard: int, row: tuple[Any, ...], paths:
             return None
         dir_id, name, size, mtime, ctime, ino = f[0]
         src = Source(file_id, os.path.join(paths(dir_id), name), offset, length, 0, size, mtime, ctime, ino)
-        return Work(shard, seg_id, attempt, length, False, [src], expect_hash=expect, nonce=nonce)
+        return Work(shard, seg_id, attempt, length, False, [src], epoch=epoch, expect_hash=expect, nonce=nonce)
     sources = [
         Source(fid, os.path.join(paths(dir_id), name), 0, mlen, poff, size, mtime, ctime, ino)
         for fid, poff, mlen, dir_id, name, size, mtime, ctime, ino in conn.execute(_MEMBERS, (seg_id,))
     ]
-    return Work(shard, seg_id, attempt, length, True, sources, expect_hash=expect, nonce=nonce)
+    return Work(shard, seg_id, attempt, length, True, sources, epoch=epoch, expect_hash=expect, nonce=nonce)

@@ -62,7 +62,10 @@ _MEMBER_PACKS = (
     " WHERE m.file_id=? AND m.gen=?"
 )
 _DROP_MEMBER = "DELETE FROM pack_members WHERE seg_id=? AND file_id=?"
-_INSERT_SEG = "INSERT INTO segments(folder_id, file_id, idx, offset, length, gen) VALUES(?,?,?,?,?,?)"
+_INSERT_SEG = "INSERT INTO segments(folder_id, file_id, idx, offset, length, gen, epoch) VALUES(?,?,?,?,?,?,?)"
+# Never posted yet (no hash): sealed in the epoch that is current when it goes out, so content posted after a
+# revocation is never readable with an older epoch's keys.
+_REEPOCH = "UPDATE segments SET epoch=? WHERE folder_id=? AND state=0 AND hash IS NULL AND epoch<>?"
 _INSERT_MEMBER = "INSERT INTO pack_members(seg_id, file_id, pack_offset, length, gen) VALUES(?,?,?,?,?)"
 _MARK_PLANNED = (
     "UPDATE files SET plan_size=size, plan_mtime_ns=mtime_ns, plan_ctime_ns=ctime_ns, plan_inode=inode, gen=?"
@@ -92,6 +95,10 @@ def plan_folder(
 ) -> PlanSummary:
     summary = PlanSummary()
     paths = DirPaths(state.catalog, folder.path)
+    epoch = folder.epoch
+    for conn in state.shards:
+        with conn:
+            conn.execute(_REEPOCH, (epoch, folder.folder_id, epoch))
     for conn in state.shards:
         for rows in keyset_pages(conn, _NEEDS_PLAN, (folder.folder_id,), CHUNK_FILES):
             # Re-hash outside the write transaction: reads may take a while.
@@ -101,7 +108,8 @@ def plan_folder(
                 for r in same:
                     conn.execute(_SAME_CONTENT, (r[0], r[5]))
                 summary.files_rehashed_same += len(same)
-                _plan_chunk(conn, folder.folder_id, [r for r in rows if r[0] not in same_ids], segment_size, summary)
+                _plan_chunk(conn, folder.folder_id, [r for r in rows if r[0] not in same_ids], segment_size, summary,
+                            epoch)
             if on_chunk:
                 on_chunk(summary)
     return summary
@@ -166,6 +174,7 @@ def _hash_range(fd: int, offset: int, length: int) -> bytes:
 
 def _plan_chunk(
     conn: apsw.Connection, folder_id: int, rows: list[tuple], segment_size: int, s: PlanSummary,  # type: ignore[type-arg]
+    epoch: int,
 ) -> None:
     gens: dict[int, int] = {}
     for r in rows:
@@ -184,10 +193,10 @@ def _plan_chunk(
         if seg.kind == "file":
             m = seg.members[0]
             conn.execute(_INSERT_SEG, (folder_id, m.file_ref, m.file_offset // segment_size, m.file_offset, m.length,
-                                       gens[m.file_ref]))
+                                       gens[m.file_ref], epoch))
         else:
             s.packs += 1
-            conn.execute(_INSERT_SEG, (folder_id, None, 0, 0, seg.length, 0))
+            conn.execute(_INSERT_SEG, (folder_id, None, 0, 0, seg.length, 0, epoch))
             seg_id = conn.last_insert_rowid()
             conn.executemany(
                 _INSERT_MEMBER, [(seg_id, m.file_ref, m.pack_offset, m.length, gens[m.file_ref]) for m in seg.members]

@@ -1,71 +1,54 @@
 """Publishing a share version: stream the manifest, post its parts, then its root.
 
 Owns: turning the state of a fully uploaded folder into a signed, encrypted
-share index on the server (format: core/manifest.py).
+share index on the server (records: core/manifest.py; wire: core/share_root.py).
 
 Order and commit point:
-1. the manifest is streamed from the shards (memory: one record), zstd-
-   compressed, cut into parts, sealed, and each part posted as soon as it is
-   full; part Message-IDs include a random per-publication nonce, so a
-   crashed publication never collides with a later one;
-2. every part is STAT-confirmed;
-3. the root article (signed header) is posted and STAT-confirmed;
-4. commit point: the share's ``version`` in catalog.db is updated.
-A crash before 4 leaves orphan articles and the old version current; if the
-root's Message-ID turns out to be taken (a crash between 3 and 4), the next
-version number is used, so readers (who probe for the newest root) always
-find a complete index.
+1. the manifest is streamed from the shards (memory: one record) into a
+   private spool, then cut into content-defined chunks; chunks the share's
+   earlier versions already posted are reused, the others packed, sealed and
+   posted, then the chunk table (pipeline/publish_index.py); index article
+   Message-IDs hang off random nonces, so a crashed publication never
+   collides with a later one;
+2. every article posted is STAT-confirmed;
+3. the root (sealed, signed, naming the parts) is posted at the first free
+   slot of the version and STAT-confirmed; a slot taken by junk moves it to
+   the next slot, one taken by our own root (a crash between 3 and 4) to the
+   next version; the parts are not posted again;
+4. commit point: the share's ``version`` and its chunk rows in catalog.db
+   are updated in one transaction (pipeline/shares.py).
+A crash before 4 leaves orphan articles and the old version current; readers
+(who look for the newest verified root) always find a complete index.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import zstandard
 
-from usenetsync_cli.core.article import build_article, format_date
-from usenetsync_cli.core.crypto import FolderKeys, new_nonce, seal_segment
-from usenetsync_cli.core.manifest import (
-    FORMAT,
-    PART_BYTES,
-    LayoutCheck,
-    RootHeader,
-    dumps_record,
-    encode_root,
-    index_aad,
-    path_str,
-    xattr_pairs,
-)
-from usenetsync_cli.core.msgid import folder_domains, index_message_id
+from usenetsync_cli.core.article import build_article, decode_yenc_article, format_date
+from usenetsync_cli.core.epochs import FolderContext
+from usenetsync_cli.core.manifest import FORMAT, LayoutCheck, dumps_record, path_str, xattr_pairs
+from usenetsync_cli.core.msgid import message_domain
 from usenetsync_cli.core.names import WireNames
-from usenetsync_cli.errors import UploadIncompleteError, UsenetSyncError
+from usenetsync_cli.core.share_root import ROOT_MAX_BYTES, ROOT_SLOTS, Root, open_root, root_message_id, seal_root
+from usenetsync_cli.core.shareid import signer_of
+from usenetsync_cli.errors import TamperedError, UploadIncompleteError, UsenetSyncError
 from usenetsync_cli.nntp import Connection, DuplicateArticle, ServerSpec
 from usenetsync_cli.pipeline.poster import open_connection
+from usenetsync_cli.pipeline.publish_index import IndexPosting, known_layout, post_index
 from usenetsync_cli.store import catalog
 from usenetsync_cli.store.state import State
-
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 
 class NotUploadedError(UploadIncompleteError):
     """The folder is not fully posted and verified, so its index cannot be published yet."""
 
     hint = "run `usenetsync upload PATH` first; the share is published when every segment is up"
-
-
-def root_message_id(locator_key: bytes, version: int) -> str:
-    return index_message_id(locator_key, b"root", version, 0, folder_domains(locator_key)[0])
-
-
-def part_message_id(locator_key: bytes, nonce: bytes, version: int, part: int) -> str:
-    domains = folder_domains(locator_key)
-    return index_message_id(locator_key, b"part" + nonce, version, part, domains[part % len(domains)])
 
 
 # ---------------------------------------------------------------- manifest records
@@ -84,11 +67,12 @@ def iter_records(
     verified) raises ``NotUploadedError``: nothing half-posted is published.
     """
     seg_size = state.catalog.execute("SELECT segment_size FROM folders WHERE folder_id=?", (folder.folder_id,)).fetchall()
-    keys = FolderKeys.derive(folder.folder_key)
+    ctx = FolderContext.from_keys(folder.uid, folder.keys_by_epoch(), folder.epoch, ())
+    used = sorted({e for conn in state.shards for (e,) in conn.execute(_USED_EPOCHS, (folder.folder_id,))})
     yield ["H", {
         "format": FORMAT, "segment_size": seg_size[0][0] if seg_size and seg_size[0][0] else 0,
-        "folder_uid": folder.uid.hex(), "enc_key": keys.enc_key.hex(), "msgid_key": keys.msgid_key.hex(),
-        "domains": list(folder_domains(keys.domain_key)), "files": folder.files, "bytes": folder.bytes,
+        "folder_uid": folder.uid.hex(), "epochs": {str(e): ctx.at(e).reader_doc() for e in used},
+        "files": folder.files, "bytes": folder.bytes,
     }]
     count = 1
     dirs: dict[int, bytes] = {}
@@ -133,7 +117,7 @@ def iter_records(
                     if any(s[5] != 2 for s in segs):
                         raise NotUploadedError(f"{path!r} is not fully posted and verified (a repair is under way?)")
                     yield ["F", path, dsize, dmtime, mode, chash.hex(),
-                           [[shard, s[0], s[1], s[2], s[3].hex(), s[4]] for s in segs]]
+                           [[shard, s[0], s[1], s[2], s[3].hex(), s[4], s[6]] for s in segs]]
             elif unstable:
                 if skipped is not None:  # kept changing and never read consistently: nothing to publish
                     skipped.append(path)
@@ -144,13 +128,13 @@ def iter_records(
                 why = "changed since the last upload" if planned else "has not been uploaded yet"
                 raise NotUploadedError(f"{path!r} {why}")
             count += 1
-        for seg_id, attempt, length, h, server_id, st in conn.execute(_LIVE_PACKS, (fid,)).fetchall():
+        for seg_id, attempt, length, h, server_id, st, epoch in conn.execute(_LIVE_PACKS, (fid,)).fetchall():
             members = conn.execute(_PACK_MEMBERS, (seg_id,)).fetchall()
             if not members:
                 continue
             if st != 2:
                 raise NotUploadedError("some small files are not fully posted and verified (a repair is under way?)")
-            yield ["K", shard, seg_id, attempt, length, h.hex(), server_id]
+            yield ["K", shard, seg_id, attempt, length, h.hex(), server_id, epoch]
             count += 1
             for member_id, dir_id, name, size, mtime, mode, off, mh in members:
                 if (shard, member_id) in links:
@@ -171,7 +155,7 @@ def iter_records(
                  # A reader cannot recompute a pack's hash (it does not see every member): GCM and
                  # the members' piece hashes check a rebuilt pack on its side.
                  m.plain_hash.hex() if m.plain_hash and m.layout is None else None] for m in lay.members],
-               [list(r) for r in lay.recovery]]
+               [list(r) for r in lay.recovery], lay.epoch]
         count += 1
     yield ["T", count + 1]
 
@@ -220,12 +204,13 @@ def _hard_links(state: State, folder_id: int, rel_of: Callable[[int, bytes], str
         for path, shard, file_id, _h in names[1:]:
             out[(shard, file_id)] = names[0][0]
     return out
+_USED_EPOCHS = "SELECT DISTINCT epoch FROM segments WHERE folder_id=? AND state IN (1,2)"
 _LAYOUT_SEGMENTS = (
-    "SELECT seg_id, attempt, length, hash, server_msgid, state FROM segments WHERE file_id=? AND gen=? AND state<>4"
+    "SELECT seg_id, attempt, length, hash, server_msgid, state, epoch FROM segments WHERE file_id=? AND gen=? AND state<>4"
     " ORDER BY idx"
 )
 _LIVE_PACKS = (
-    "SELECT seg_id, attempt, length, hash, server_msgid, state FROM segments"
+    "SELECT seg_id, attempt, length, hash, server_msgid, state, epoch FROM segments"
     " WHERE folder_id=? AND file_id IS NULL AND state<>4 ORDER BY seg_id"
 )
 # Members a share version holds: files (regular, present) whose published generation is in this pack.
@@ -251,6 +236,8 @@ class Published:
     skipped: list[str] = field(default_factory=list)
     # Files published at their last consistent content although they changed since.
     unstable: list[str] = field(default_factory=list)
+    posting: IndexPosting | None = None  # its chunk layout (saved with the version: publish_index.save_layout)
+    new_id: bool = False  # the share had an ID of an older format and got a new one (show it: share show --show-id)
 
 
 @dataclass(frozen=True)
@@ -259,38 +246,12 @@ class ShareSecrets:
     locator_key: bytes
     share_key: bytes
     key_wrap: bytes
-
-
-class _PartPoster:
-    """Seals and posts index parts one by one, hashing what it posts."""
-
-    def __init__(self, conn: Connection, secrets: ShareSecrets, version: int, groups: tuple[str, ...]) -> None:
-        self.conn = conn
-        self.secrets = secrets
-        self.version = version
-        self.groups = groups
-        self.nonce = os.urandom(8)
-        self.aes = AESGCM(secrets.share_key)
-        self.digest = hashlib.sha256()
-        self.parts = 0
-        self.bytes = 0
-        self.ids: list[str] = []
-        self.names = WireNames.fresh()
-
-    def post(self, chunk: bytes) -> None:
-        part = self.parts
-        sealed = seal_segment(self.aes, index_aad(self.secrets.locator_key, self.version, part), chunk, new_nonce())
-        self.digest.update(sealed)
-        mid = part_message_id(self.secrets.locator_key, self.nonce, self.version, part)
-        _post_article(self.conn, mid, sealed, self.groups, self.names)
-        self.ids.append(mid)
-        self.parts += 1
-        self.bytes += len(sealed)
+    share_pk: int = 0  # whose chunk rows a version may reuse (0: none)
 
 
 def _post_article(conn: Connection, mid: str, payload: bytes, groups: tuple[str, ...], names: WireNames) -> None:
     bufs = build_article(
-        message_id=mid, subject=names.subject(), poster=names.poster(), newsgroups=groups,
+        message_id=mid, subject=names.subject(), poster=names.poster(message_domain(mid)), newsgroups=groups,
         date=format_date(time.time()), payload=payload, yenc_name=names.yenc_name(),
     )
     conn.post(bufs, mid)
@@ -308,13 +269,14 @@ def publish_version(
     box_pub: bytes,
     key_wrap_for_version: Callable[[], bytes],
 ) -> Published:
-    """Post one complete version (parts, then root). Returns what was published.
+    """Post one complete version (parts once, then the root at the first free slot). Returns what was published.
 
     The folder's layouts are settled first (pipeline/settle.py), so a version
-    never names a half-posted or inconsistently read file. If a crashed
-    publication took this version's root (441 435), the next version number
-    is used; a server that reports every root as taken ends in a clear error
-    after ``_ROOT_TRIES`` versions, not a recursion.
+    never names a half-posted or inconsistently read file. A root slot taken
+    by junk moves the root to the next slot; one taken by our own verified
+    root (a crashed publication) to the next version; the index is never
+    posted twice. After ``_ROOT_VERSIONS`` versions of taken slots: a clear
+    error, not a loop.
     """
     from usenetsync_cli.pipeline.settle import settle_folder
     from usenetsync_cli.pipeline.upload import folder_context
@@ -322,58 +284,85 @@ def publish_version(
     settle_folder(state, folder, folder_context(folder, spec.groups), spec)
     tmpdir = state.home.state_dir / "tmp"
     tmpdir.mkdir(mode=0o700, exist_ok=True)
+    signer = signer_of(sign_pub)
     with tempfile.TemporaryFile(dir=tmpdir) as spool:
         skipped: list[str] = []
         held: list[str] = []
         check = _spool_checked(iter_records(state, folder, skipped, held), spool)
-        for attempt in range(_ROOT_TRIES):
-            spool.seek(0)
-            conn = open_connection(spec)
-            try:
-                poster = _PartPoster(conn, secrets, version, spec.groups)
-                while chunk := spool.read(PART_BYTES):
-                    poster.post(chunk)
-                missing = [m for m, ok in conn.stat_many(poster.ids) if not ok]
-                if missing:
-                    raise NotUploadedError(f"{len(missing)} share index articles did not arrive", hint="run the command again")
-                header = RootHeader(
-                    kind=secrets.kind, version=version, parts=poster.parts, index_sha256=poster.digest.digest(),
-                    index_bytes=poster.bytes, sign_pub=sign_pub, box_pub=box_pub, created=int(time.time()),
-                    key_wrap=key_wrap_for_version(), part_nonce=poster.nonce,
-                )
-                mid = root_message_id(secrets.locator_key, version)
-                try:
-                    _post_article(conn, mid, encode_root(header, sign), spec.groups, WireNames.fresh())
-                except DuplicateArticle:
-                    # A crashed publication got as far as its root: that version is taken
-                    # (and complete). Publish ours, sealed anew, as the next one.
-                    version += 1
+        conn = open_connection(spec)
+        try:
+            known, packs = known_layout(state.catalog, secrets.share_pk) if secrets.share_pk else ({}, {})
+            posting = post_index(
+                conn, lambda mid, payload: _post_article(conn, mid, payload, spec.groups, WireNames.fresh()), spool,
+                share_key=secrets.share_key, locator_key=secrets.locator_key, known=known,
+                packs=packs,
+            )
+            missing = [m for m, ok in conn.stat_many(posting.posted_ids) if not ok]
+            if missing:
+                raise NotUploadedError(f"{len(missing)} share index articles did not arrive", hint="run the command again")
+            ref = posting.ref
+            key_wrap = key_wrap_for_version()
+            for v in range(version, version + _ROOT_VERSIONS):
+                root = Root(kind=secrets.kind, version=v, created=int(time.time()), sign_pub=sign_pub,
+                            box_pub=box_pub, key_wrap=key_wrap, index=ref)
+                mid = _post_root(conn, secrets.locator_key, root, sign, signer, spec.groups)
+                if mid is None:
                     continue
                 if not conn.stat(mid):
                     raise NotUploadedError("the share's root article did not arrive", hint="run the command again")
                 conn.quit()
-                return Published(version=version, parts=poster.parts, index_bytes=poster.bytes, records=check.records,
-                                 skipped=skipped, unstable=held, files=check.files, bytes=check.bytes)
-            finally:
-                conn.close()
+                return Published(version=v, parts=len(posting.posted_ids), index_bytes=posting.bytes_posted,
+                                 records=check.records, skipped=skipped, unstable=held, files=check.files,
+                                 bytes=check.bytes, posting=posting)
+        finally:
+            conn.close()
     raise NotUploadedError(
-        f"the server reports the roots of {_ROOT_TRIES} share versions in a row as taken",
-        hint="the server may be misbehaving or someone posts junk at this share's IDs; try another server",
+        f"the root slots of {_ROOT_VERSIONS} share versions in a row are taken",
+        hint="someone who holds this share's ID may be posting junk at its root slots, or the server misbehaves;"
+        " try another server, or make a new share",
     )
 
 
+def _post_root(
+    conn: Connection, locator_key: bytes, root: Root, sign: Callable[[bytes], bytes], signer: bytes,
+    groups: tuple[str, ...],
+) -> str | None:
+    """Post ``root`` at the first free slot of its version; its Message-ID, or None if the version is taken."""
+    for slot in range(ROOT_SLOTS):
+        mid = root_message_id(locator_key, root.version, slot)
+        try:
+            _post_article(conn, mid, seal_root(locator_key, root, sign), groups, WireNames.fresh())
+            return mid
+        except DuplicateArticle:
+            if _is_our_root(conn, mid, locator_key, root, signer):
+                return None  # a crashed publication of ours got this far: the version is taken
+    return None  # every slot holds junk: readers skip this version, and so do we
+
+
+def _is_our_root(conn: Connection, mid: str, locator_key: bytes, root: Root, signer: bytes) -> bool:
+    body = conn.body(mid, max_bytes=2 * ROOT_MAX_BYTES)
+    if body is None:
+        return False
+    payload, _name, crc_ok = decode_yenc_article(body)
+    if not crc_ok:
+        return False
+    try:
+        open_root(locator_key, root.version, payload, signer, root.kind)
+    except TamperedError:
+        return False
+    return True
+
+
 def _spool_checked(records: Iterator[list[Any]], spool: Any) -> LayoutCheck:
-    """Compress the version's records into ``spool``, proving that its layout resolves; nothing is posted yet.
+    """Write the version's record lines into ``spool``, proving that its layout resolves; nothing is posted yet.
 
     A version whose layout does not resolve is a bug of this program: it is
     refused (exit 1) before a single article leaves.
     """
     check = LayoutCheck()
-    comp = zstandard.ZstdCompressor(level=3).compressobj()
     for rec in records:
         check.add(rec)
-        spool.write(comp.compress(dumps_record(rec)))
-    spool.write(comp.flush())
+        spool.write(dumps_record(rec))
     check.finish()
     if check.problem is not None:
         raise UsenetSyncError(
@@ -383,4 +372,4 @@ def _spool_checked(records: Iterator[list[Any]], spool: Any) -> LayoutCheck:
     return check
 
 
-_ROOT_TRIES = 16
+_ROOT_VERSIONS = 16

@@ -16,6 +16,9 @@ up). It holds:
   they belong to: spilled here, never held in memory), ``seen`` (the paths
   of the version being written), and the recovery layouts ``rgroup`` /
   ``rmember`` the index lists;
+- ``meta`` also pins, per share (a non-secret tag of its locator), the
+  highest version verified here: a server offering an older one is refused
+  (rollback) unless the user allows it;
 - ``index-*.bin``: the verified index spool of the version being read (only
   the last one is kept);
 - ``par2/``: scratch space of PAR2 rebuilds;
@@ -138,6 +141,20 @@ class ReaderState:
                 self.conn.execute("INSERT OR REPLACE INTO meta VALUES('index', ?)", (index_digest,))
             for table in ("plan", "seen", "rgroup", "rmember"):
                 self.conn.execute(f"DELETE FROM {table}")
+
+    def pinned(self, share_tag: str) -> int:
+        """The highest version of this share this destination has verified (0: none)."""
+        value = self.get("pin:" + share_tag)
+        return int(value) if value is not None else 0
+
+    def pin(self, share_tag: str, version: int) -> None:
+        """Remember that ``version`` of the share was verified here; the pin never goes down.
+
+        Commit point: written as soon as a root verifies, before any file is
+        touched, so even an interrupted run protects the next one.
+        """
+        if version > self.pinned(share_tag):
+            self.put("pin:" + share_tag, version)
 
     def keep_only_spool(self, spool: Path) -> None:
         """Delete the index spools of other versions (the reader keeps the last one only)."""

@@ -95,11 +95,11 @@ from usenetsync_cli.core.crypto import (
     SEAL_OVERHEAD,
     new_nonce,
     open_segment,
-    place_aad,
     seal_segment,
 )
 from usenetsync_cli.core.hashing import payload_matches
-from usenetsync_cli.core.msgid import index_message_id, segment_message_id
+from usenetsync_cli.core.epochs import PAD_SPREAD, EpochKeys, versioned_seal
+from usenetsync_cli.core.msgid import index_message_id, keyed_message_id, message_domain
 from usenetsync_cli.core.names import WireNames
 from usenetsync_cli.errors import (
     ConfigError, CryptoError, DataLostError, NotFoundError, ProtocolError,
@@ -144,6 +144,7 @@ ART_STATE_VERIFIED = 2
 
 _NAME_PREFIX = b"usenetsync/v1/par2/name\x00"
 _PICK_PREFIX = b"usenetsync/v1/par2/pick\x00"
+_V2_PAR2_PREFIX = b"usenetsync/v2/msgid/par2\x00"
 _AAD_PREFIX = b"usenetsync/v1/par2"
 _AAD_TAIL = struct.Struct(">QI")  # group_id, idx
 _NAME_STRUCT = struct.Struct(">IQ")  # shard, seg_id
@@ -196,6 +197,11 @@ _MIGRATIONS: list[db.Migration] = [
         PRIMARY KEY(group_id, idx)
     ) WITHOUT ROWID;
     """,
+    # v2: the key epoch of a group (core/epochs.py): all its members are of that epoch, and its
+    # recovery articles are sealed and named with that epoch's keys. Groups made before are epoch 0.
+    """
+    ALTER TABLE groups ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -234,11 +240,13 @@ def par2_name(msgid_key: bytes, shard: int, seg_id: int) -> str:
     return _b32(hmac.digest(msgid_key, _NAME_PREFIX + _NAME_STRUCT.pack(shard, seg_id), hashlib.sha256)[:10])
 
 
-def recovery_message_id(msgid_key: bytes, domains: Sequence[str], gnonce: bytes, group_id: int, idx: int,
-                        attempt: int) -> str:
-    """The Message-ID of recovery article ``idx`` of a group at ``attempt``."""
+def recovery_message_id(e: EpochKeys, gnonce: bytes, group_id: int, idx: int, attempt: int) -> str:
+    """The Message-ID of recovery article ``idx`` of a group at ``attempt`` (format v2 from epoch 1 on)."""
     if not 0 <= attempt < 256 or not 0 <= idx < 1 << 24:
         raise ValueError("recovery article index or attempt out of range")
+    msgid_key, domains = e.keys.msgid_key, e.domains
+    if e.epoch:
+        return keyed_message_id(msgid_key, _V2_PAR2_PREFIX + gnonce + struct.pack(">QI", group_id, idx << 8 | attempt))
     pick = hmac.digest(msgid_key, _PICK_PREFIX + gnonce + struct.pack(">I", idx), hashlib.sha256)
     domain = domains[int.from_bytes(pick[:8], "big") % len(domains)]
     return index_message_id(msgid_key, b"par2" + gnonce, group_id, idx << 8 | attempt, domain)
@@ -315,10 +323,12 @@ class GroupLayout:
     block_size: int
     members: tuple[GroupMember, ...]
     recovery: tuple[tuple[int, int, str | None], ...]  # (idx, attempt, server_msgid)
+    epoch: int = 0  # the key epoch of every member and recovery article
 
     def recovery_ids(self, ctx: FolderContext) -> list[tuple[int, str]]:
+        e = ctx.at(self.epoch)
         return [
-            (idx, server or recovery_message_id(ctx.keys.msgid_key, ctx.domains, self.gnonce, self.group_id, idx, att))
+            (idx, server or recovery_message_id(e, self.gnonce, self.group_id, idx, att))
             for idx, att, server in self.recovery
         ]
 
@@ -365,10 +375,12 @@ class RecoverySummary:
 
 
 _LIVE_PAGE = (
-    "SELECT seg_id, file_id, offset, length, attempt, hash, nonce, server_msgid FROM segments"
+    "SELECT seg_id, file_id, offset, length, attempt, hash, nonce, server_msgid, epoch FROM segments"
     " WHERE folder_id=? AND state IN (1,2) AND seg_id>? ORDER BY seg_id LIMIT ?"
 )
-_SEG_ROW = "SELECT seg_id, attempt, server_msgid, hash, length, state, file_id FROM segments WHERE seg_id=? AND folder_id=?"
+_SEG_ROW = (
+    "SELECT seg_id, attempt, server_msgid, hash, length, state, file_id, epoch FROM segments WHERE seg_id=? AND folder_id=?"
+)
 
 
 def _ungrouped(sconn: apsw.Connection, rdb: apsw.Connection, folder_id: int, shard: int) -> Iterator[tuple[Any, ...]]:
@@ -410,12 +422,12 @@ def groups_for_segments(state: State, folder: catalog.Folder, shard: int, seg_id
 
 def _layout(rdb: apsw.Connection, state: State, folder: catalog.Folder, ctx: FolderContext, group_id: int) -> GroupLayout:
     rows = rdb.execute(
-        "SELECT shard, gnonce, block_size, state FROM groups WHERE group_id=? AND folder_id=?",
+        "SELECT shard, gnonce, block_size, state, epoch FROM groups WHERE group_id=? AND folder_id=?",
         (group_id, folder.folder_id),
     ).fetchall()
     if not rows or rows[0][3] != GROUP_STATE_DONE:
         raise NotFoundError(f"recovery group {group_id} does not exist for {folder.display_path} (or is incomplete)")
-    shard, gnonce, block, _ = rows[0]
+    shard, gnonce, block, _, epoch = rows[0]
     sconn = state.shards[shard]
     members = []
     for seg_id, pos, slen, shash in rdb.execute(
@@ -424,8 +436,10 @@ def _layout(rdb: apsw.Connection, state: State, folder: catalog.Folder, ctx: Fol
         seg = sconn.execute(_SEG_ROW, (seg_id, folder.folder_id)).fetchall()
         if not seg:
             raise RecoveryError(f"recovery group {group_id}: segment {shard}:{seg_id} is gone from the state")
-        _, attempt, server_id, phash, _length, _st, file_id = seg[0]
-        mid = server_id or segment_message_id(ctx.keys.msgid_key, ctx.domains, shard, seg_id, attempt)
+        _, attempt, server_id, phash, _length, _st, file_id, seg_epoch = seg[0]
+        if seg_epoch != epoch:
+            raise RecoveryError(f"recovery group {group_id}: segment {shard}:{seg_id} is of another key epoch")
+        mid = server_id or ctx.message_id(shard, seg_id, attempt, epoch)
         layout = None if file_id is not None else tuple(pack_layout(sconn, seg_id))
         members.append(GroupMember(seg_id, pos, slen, shash, mid, phash, layout))
     recovery = tuple(
@@ -434,7 +448,7 @@ def _layout(rdb: apsw.Connection, state: State, folder: catalog.Folder, ctx: Fol
             "SELECT idx, attempt, server_msgid FROM recovery_articles WHERE group_id=? ORDER BY idx", (group_id,)
         )
     )
-    return GroupLayout(group_id, shard, gnonce, block, tuple(members), recovery)
+    return GroupLayout(group_id, shard, gnonce, block, tuple(members), recovery, epoch)
 
 
 def load_layout(state: State, folder: catalog.Folder, group_id: int, ctx: FolderContext | None = None) -> GroupLayout:
@@ -508,7 +522,7 @@ class _Link:
         """(outcome, server-named ID if it differs from ours, wire bytes); outcome 'posted'|'duplicate'|'burnt'."""
         names = WireNames.fresh()  # one generator per article: nothing links two articles
         bufs = build_article(
-            message_id=mid, subject=names.subject(), poster=names.poster(), newsgroups=self.spec.groups,
+            message_id=mid, subject=names.subject(), poster=names.poster(message_domain(mid)), newsgroups=self.spec.groups,
             date=format_date(time.time()), payload=payload, yenc_name=names.yenc_name(),
         )
         wire = sum(len(b) for b in bufs)
@@ -536,12 +550,12 @@ def _fetch_sealed(body: Article | str | None) -> bytes | None:
 
 
 def _authentic(
-    ctx: FolderContext, shard: int, seg_id: int, sealed: bytes, plain_hash: bytes | None,
+    ctx: FolderContext, shard: int, seg_id: int, epoch: int, sealed: bytes, plain_hash: bytes | None,
     layout: Sequence[tuple[int, int]] | None = None,
 ) -> bool:
-    """GCM opens under the segment's place and the plaintext has its stored segment hash."""
+    """GCM opens under the segment's place and epoch and the plaintext has its stored segment hash."""
     try:
-        plain = open_segment(ctx.keys.aesgcm, place_aad(ctx.uid, shard, seg_id), sealed)
+        plain = ctx.open(shard, seg_id, epoch, sealed)
     except (CryptoError, ProtocolError):
         return False
     return payload_matches(plain_hash, plain, layout)
@@ -556,10 +570,10 @@ def _reseal(sconn: apsw.Connection, shard: int, row: tuple[Any, ...], ctx: Folde
     Only with the stored nonce and the stored plaintext hash (encode() refuses
     other bytes): then AES-GCM gives the identical ciphertext.
     """
-    _seg_id, _f, _o, _l, _a, expect, nonce, _server = row
+    _seg_id, _f, _o, _l, _a, expect, nonce, _server, epoch = row
     if nonce is None or expect is None or len(nonce) != NONCE_SIZE:
         return None
-    work = work_for_row(sconn, shard, row, paths)
+    work = work_for_row(sconn, shard, row, paths, epoch)
     if work is None or (work.is_pack and not work.sources):
         return None
     done = encode(work, ctx, WireNames.fresh())
@@ -595,7 +609,7 @@ def create_recovery(
     ctx = _context(folder, spec.groups)
     seg_size = state.catalog.execute("SELECT segment_size FROM folders WHERE folder_id=?", (folder.folder_id,)).fetchall()
     if seg_size and seg_size[0][0]:
-        fit = _max_members(_block_size(int(seg_size[0][0]) + SEAL_OVERHEAD))
+        fit = _max_members(_block_size(int(seg_size[0][0]) + SEAL_OVERHEAD + PAD_SPREAD))
         if fit < 2:
             raise ConfigError(
                 f"{seg_size[0][0]:,}-byte segments leave no room for recovery articles",
@@ -613,6 +627,9 @@ def create_recovery(
         for shard, sconn in enumerate(state.shards):
             batch: list[tuple[Any, ...]] = []
             for row in _ungrouped(sconn, rdb, folder.folder_id, shard):
+                if batch and batch[0][8] != row[8]:  # a group never spans key epochs
+                    _make_group(state, folder, ctx, rdb, link, sconn, shard, batch, redundancy, paths, tmp, s)
+                    batch = []
                 batch.append(row)
                 if len(batch) == group_articles:
                     _make_group(state, folder, ctx, rdb, link, sconn, shard, batch, redundancy, paths, tmp, s)
@@ -645,19 +662,20 @@ def _make_group(
         block = _block_size(max(m[2] for m in members))
         count = _recovery_count(len(members), pct)
         gnonce = os.urandom(GNONCE_SIZE)
+        epoch = rows[0][8]
         with rdb:  # (A) reserve the group_id its IDs and AAD derive from
             rdb.execute(
                 "INSERT INTO groups(folder_id, shard, gnonce, first_seg, last_seg, n_articles, block_size,"
-                " recovery_blocks, redundancy, state, created_ns) VALUES(?,?,?,?,?,?,?,?,?,0,?)",
+                " recovery_blocks, redundancy, state, created_ns, epoch) VALUES(?,?,?,?,?,?,?,?,?,0,?,?)",
                 (folder.folder_id, shard, gnonce, members[0][0], members[-1][0], len(members), block, count, pct,
-                 time.time_ns()),
+                 time.time_ns(), epoch),
             )
             group_id = rdb.last_insert_rowid()
         t = time.monotonic()
         run_par2(["c", "-q", "-q", f"-s{block}", f"-c{count}", "-n1", "rec.par2", *(m[1] for m in members)], gdir)
         s.par2_seconds += time.monotonic() - t
         critical, slices = split_par2(gdir, count)
-        articles = _post_recovery(ctx, link, gdir, critical, slices, gnonce, group_id, s)
+        articles = _post_recovery(ctx, epoch, link, gdir, critical, slices, gnonce, group_id, s)
         with rdb:  # (B) commit point: the group is usable
             rdb.executemany(
                 "INSERT INTO group_members(folder_id, shard, seg_id, group_id, pos, sealed_len, sealed_hash)"
@@ -688,39 +706,42 @@ def _materialise(
         seg_id = row[0]
         sealed = _reseal(sconn, shard, row, ctx, paths)
         if sealed is None:
-            mid = row[7] or segment_message_id(ctx.keys.msgid_key, ctx.domains, shard, seg_id, row[4])
+            mid = row[7] or ctx.message_id(shard, seg_id, row[4], row[8])
             to_fetch[mid] = row
             continue
         s.resealed += 1
-        got[seg_id] = _write_member(ctx, gdir, shard, seg_id, sealed)
+        got[seg_id] = _write_member(ctx, row[8], gdir, shard, seg_id, sealed)
     if to_fetch:
         for mid, body in link.bodies(list(to_fetch)):
             row = to_fetch[mid]
             sealed = _fetch_sealed(body)
             layout = pack_layout(sconn, row[0]) if row[1] is None else None
-            if sealed is None or not _authentic(ctx, shard, row[0], sealed, row[5], layout):
+            if sealed is None or not _authentic(ctx, shard, row[0], row[8], sealed, row[5], layout):
                 s.segments_unavailable += 1
                 if len(s.errors) < 20:
                     s.errors.append(f"segment {shard}:{row[0]}: source changed and article missing or damaged;"
                                     " not covered by recovery data (repair it first)")
                 continue
             s.fetched += 1
-            got[row[0]] = _write_member(ctx, gdir, shard, row[0], sealed)
+            got[row[0]] = _write_member(ctx, row[8], gdir, shard, row[0], sealed)
     return [got[r[0]] for r in rows if r[0] in got]
 
 
-def _write_member(ctx: FolderContext, gdir: Path, shard: int, seg_id: int, sealed: bytes) -> tuple[int, str, int, bytes]:
-    name = par2_name(ctx.keys.msgid_key, shard, seg_id)
+def _write_member(
+    ctx: FolderContext, epoch: int, gdir: Path, shard: int, seg_id: int, sealed: bytes
+) -> tuple[int, str, int, bytes]:
+    name = par2_name(ctx.at(epoch).keys.msgid_key, shard, seg_id)
     (gdir / name).write_bytes(sealed)
     return seg_id, name, len(sealed), xxhash.xxh3_128_digest(sealed)
 
 
 def _post_recovery(
-    ctx: FolderContext, link: _Link, gdir: Path, critical: bytes, slices: dict[int, tuple[Path, int, int]],
+    ctx: FolderContext, epoch: int, link: _Link, gdir: Path, critical: bytes, slices: dict[int, tuple[Path, int, int]],
     gnonce: bytes, group_id: int, s: RecoverySummary,
 ) -> list[tuple[int, int, int, str | None]]:
     """Post every recovery article and STAT-confirm it; (idx, attempt, sealed bytes, server ID) of each."""
-    keys = ctx.keys
+    e = ctx.at(epoch)
+    keys = e.keys
     attempts = {idx: 0 for idx in slices}
     done: dict[int, tuple[int, int, int, str | None]] = {}
     pending = sorted(slices)
@@ -732,9 +753,10 @@ def _post_recovery(
             with open(path, "rb") as f:
                 plain = critical + read_at(f, off, length)
             # A fresh nonce per seal: a re-post of the same slice is a new encryption.
-            sealed = seal_segment(keys.aesgcm, recovery_aad(ctx.uid, gnonce, group_id, idx), plain, new_nonce())
+            sealed = seal_segment(keys.aesgcm, recovery_aad(ctx.uid, gnonce, group_id, idx), plain, new_nonce(),
+                                  versioned=versioned_seal(epoch))
             while True:
-                mid = recovery_message_id(keys.msgid_key, ctx.domains, gnonce, group_id, idx, attempts[idx])
+                mid = recovery_message_id(e, gnonce, group_id, idx, attempts[idx])
                 outcome, server, _wire = link.post(mid, sealed)
                 if outcome != "burnt":
                     break
@@ -807,7 +829,8 @@ def _rebuild(link: _Link, ctx: FolderContext, layout: GroupLayout, missing: set[
     unknown = missing - set(by_seg)
     if unknown:
         raise RecoveryError(f"segments {sorted(unknown)} are not in recovery group {layout.group_id}")
-    shard, total = layout.shard, len(layout.members)
+    shard, total, epoch = layout.shard, len(layout.members), layout.epoch
+    name_key = ctx.at(epoch).keys.msgid_key
     out = Rebuilt(shard, layout.group_id)
     workdir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="par2r-", dir=workdir))
@@ -818,7 +841,7 @@ def _rebuild(link: _Link, ctx: FolderContext, layout: GroupLayout, missing: set[
         for mid, body in link.bodies(list(ids)):
             m = ids[mid]
             sealed = _fetch_sealed(body)
-            if sealed is None or not _authentic(ctx, shard, m.seg_id, sealed, m.plain_hash, m.layout):
+            if sealed is None or not _authentic(ctx, shard, m.seg_id, epoch, sealed, m.plain_hash, m.layout):
                 gone.add(m.seg_id)
                 out.extra_missing.append(m.seg_id)
             elif m.sealed_hash is not None and xxhash.xxh3_128_digest(sealed) != m.sealed_hash:
@@ -826,7 +849,7 @@ def _rebuild(link: _Link, ctx: FolderContext, layout: GroupLayout, missing: set[
                 gone.add(m.seg_id)
                 out.stale.append(m.seg_id)
             else:
-                (tmp / par2_name(ctx.keys.msgid_key, shard, m.seg_id)).write_bytes(sealed)
+                (tmp / par2_name(name_key, shard, m.seg_id)).write_bytes(sealed)
         if not gone:
             return out
         need = len(gone)
@@ -850,7 +873,7 @@ def _rebuild(link: _Link, ctx: FolderContext, layout: GroupLayout, missing: set[
                             continue
                         aad = recovery_aad(ctx.uid, layout.gnonce, layout.group_id, by_mid[mid])
                         try:
-                            rec.write(open_segment(ctx.keys.aesgcm, aad, sealed))
+                            rec.write(open_segment(ctx.aesgcm(epoch), aad, sealed, versioned=versioned_seal(epoch)))
                         except (CryptoError, ProtocolError):
                             continue
                         fetched["good"] += 1
@@ -871,8 +894,8 @@ def _rebuild(link: _Link, ctx: FolderContext, layout: GroupLayout, missing: set[
             if seg_id in out.stale:
                 continue  # the article on the server is fine; par2 only restored its older sealing
             m = by_seg[seg_id]
-            sealed = (tmp / par2_name(ctx.keys.msgid_key, shard, seg_id)).read_bytes()
-            if len(sealed) != m.sealed_len or not _authentic(ctx, shard, seg_id, sealed, m.plain_hash, m.layout):
+            sealed = (tmp / par2_name(name_key, shard, seg_id)).read_bytes()
+            if len(sealed) != m.sealed_len or not _authentic(ctx, shard, seg_id, epoch, sealed, m.plain_hash, m.layout):
                 raise RecoveryError(
                     f"recovery group {layout.group_id}: segment {shard}:{seg_id} rebuilt by par2 does not authenticate"
                 )
@@ -883,6 +906,11 @@ def _rebuild(link: _Link, ctx: FolderContext, layout: GroupLayout, missing: set[
 
 
 # ---------------------------------------------------------------- re-post
+
+
+def _nonce_of(sealed: bytes, epoch: int) -> bytes:
+    start = 1 if versioned_seal(epoch) else 0  # epoch 0 has the version byte first
+    return sealed[start : start + NONCE_SIZE]
 
 
 def repost_rebuilt(
@@ -909,15 +937,17 @@ def repost_rebuilt(
     ctx = _context(folder, spec.groups)
     sconn = state.shards[shard]
     attempts: dict[int, int] = {}
+    epochs: dict[int, int] = {}
     for seg_id, sealed in rebuilt.items():
         seg = sconn.execute(_SEG_ROW, (seg_id, folder.folder_id)).fetchall()
         if not seg:
             raise RecoveryError(f"segment {shard}:{seg_id} is not in the state of {folder.display_path}")
-        _, attempt, _server, phash, _length, _st, file_id = seg[0]
+        _, attempt, _server, phash, _length, _st, file_id, epoch = seg[0]
         layout = pack_layout(sconn, seg_id) if file_id is None else None
-        if not _authentic(ctx, shard, seg_id, sealed, phash, layout):
+        if not _authentic(ctx, shard, seg_id, epoch, sealed, phash, layout):
             raise RecoveryError(f"segment {shard}:{seg_id}: the rebuilt payload does not authenticate; not posting it")
         attempts[seg_id] = attempt + 1
+        epochs[seg_id] = epoch
     link = _Link(spec)
     done: dict[int, tuple[int, str | None, int]] = {}  # seg_id -> (attempt, server-named ID, wire bytes)
     try:
@@ -926,7 +956,7 @@ def repost_rebuilt(
             posted: dict[str, tuple[int, str | None, int]] = {}
             for seg_id in pending:
                 for _try in range(MAX_ATTEMPTS):
-                    mid = segment_message_id(ctx.keys.msgid_key, ctx.domains, shard, seg_id, attempts[seg_id])
+                    mid = ctx.message_id(shard, seg_id, attempts[seg_id], epochs[seg_id])
                     outcome, server, wire = link.post(mid, rebuilt[seg_id])
                     if outcome != "burnt":
                         posted[server or mid] = (seg_id, server, wire)
@@ -950,7 +980,7 @@ def repost_rebuilt(
             "UPDATE segments SET attempt=?, state=2, check_result=1, checked_ns=?, posted_ns=?, server_msgid=?,"
             " wire_bytes=?, nonce=?, error=NULL WHERE seg_id=? AND folder_id=?",
             [
-                (att, now, now, server, wire, rebuilt[seg_id][1 : 1 + NONCE_SIZE], seg_id, folder.folder_id)
+                (att, now, now, server, wire, _nonce_of(rebuilt[seg_id], epochs[seg_id]), seg_id, folder.folder_id)
                 for seg_id, (att, server, wire) in done.items()
             ],
         )

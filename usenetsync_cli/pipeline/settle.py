@@ -38,9 +38,7 @@ from typing import Any
 import apsw
 
 from usenetsync_cli.core.article import decode_yenc_article
-from usenetsync_cli.core.crypto import open_segment, place_aad
 from usenetsync_cli.core.hashing import file_content_hash, is_crypto_hash, pack_hash, piece_hash
-from usenetsync_cli.core.msgid import segment_message_id
 from usenetsync_cli.errors import UsenetSyncError
 from usenetsync_cli.nntp import Connection, ServerSpec
 from usenetsync_cli.pipeline.encode import FolderContext
@@ -75,7 +73,7 @@ _UNSTABLE = "UPDATE files SET unstable=1 WHERE file_id=?"
 _RETIRE_SEGMENTS = "UPDATE segments SET state=4 WHERE file_id=? AND gen<>? AND state<>4"
 _OLD_PACKS = "SELECT DISTINCT seg_id FROM pack_members WHERE file_id=? AND gen<>?"
 _NEEDS_HASH = (
-    "SELECT seg_id, file_id, attempt, server_msgid, hash FROM segments"
+    "SELECT seg_id, file_id, attempt, server_msgid, hash, epoch FROM segments"
     " WHERE folder_id=? AND state=2 AND seg_id>? AND (hash IS NULL OR length(hash)<>32) ORDER BY seg_id LIMIT ?"
 )
 
@@ -204,15 +202,15 @@ def backfill_hashes(state: State, folder: catalog.Folder, ctx: FolderContext, sp
                 if conn is None:
                     conn = open_connection(spec)
                 ids = {
-                    (server or segment_message_id(ctx.keys.msgid_key, ctx.domains, shard, seg_id, att)): (seg_id, fid)
-                    for seg_id, fid, att, server, _h in rows
+                    (server or ctx.message_id(shard, seg_id, att, epoch)): (seg_id, fid, epoch)
+                    for seg_id, fid, att, server, _h, epoch in rows
                 }
                 seg_updates: list[tuple[bytes, int]] = []
                 member_updates: list[tuple[bytes, int, int]] = []
                 bad: list[tuple[int, int]] = []
                 for mid, body in conn.body_many(list(ids), window=8):
-                    seg_id, file_id = ids[mid]
-                    plain = _open_article(ctx, shard, seg_id, body)
+                    seg_id, file_id, epoch = ids[mid]
+                    plain = _open_article(ctx, shard, seg_id, epoch, body)
                     if plain is None:
                         bad.append((0 if body is None else 2, seg_id))
                         if len(s.unavailable) < 20:
@@ -242,13 +240,13 @@ def backfill_hashes(state: State, folder: catalog.Folder, ctx: FolderContext, sp
             conn.quit()
 
 
-def _open_article(ctx: FolderContext, shard: int, seg_id: int, body: bytes | None) -> bytes | None:
+def _open_article(ctx: FolderContext, shard: int, seg_id: int, epoch: int, body: bytes | None) -> bytes | None:
     if body is None:
         return None
     try:
         sealed, _name, crc_ok = decode_yenc_article(body)
         if not crc_ok:
             return None
-        return open_segment(ctx.keys.aesgcm, place_aad(ctx.uid, shard, seg_id), sealed)
+        return ctx.open(shard, seg_id, epoch, sealed)
     except UsenetSyncError:
         return None

@@ -16,6 +16,7 @@ Commit point: a share row is written at creation; its ``version`` only after
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -26,11 +27,12 @@ from typing import Any
 
 from usenetsync_cli.core.identity import Identity, PublicIdentity
 from usenetsync_cli.core.keywrap import unwrap_for_recipient, unwrap_with_password, wrap_for_recipients, wrap_with_password
-from usenetsync_cli.core.shareid import ShareId, locator_key, public_share_key
-from usenetsync_cli.errors import ConfigError, NotFoundError, TamperedError
+from usenetsync_cli.core.shareid import OLD_PREFIXES, ShareId, locator_key, public_share_key, signer_of
+from usenetsync_cli.errors import ConfigError, NotFoundError
 from usenetsync_cli.nntp import Connection, ServerSpec
 from usenetsync_cli.pipeline.publish import Published, ShareSecrets, publish_version
-from usenetsync_cli.pipeline.share_index import OpenedIndex, iter_records, open_index
+from usenetsync_cli.pipeline.publish_index import forget_layout, save_layout
+from usenetsync_cli.pipeline.share_index import OpenedIndex, find_root, iter_records, open_index
 from usenetsync_cli.store import catalog
 from usenetsync_cli.store.state import State
 
@@ -104,7 +106,7 @@ def create_share(
     if state.catalog.execute("SELECT 1 FROM shares WHERE name=?", (name,)).fetchall():
         raise ConfigError(f"a share named {name!r} exists", hint="pick another --name")
     secret = os.urandom(32 if kind == "public" else 16)
-    sid = ShareId(kind=kind, fingerprint=identity.fingerprint(), secret=secret)
+    sid = ShareId(kind=kind, signer=signer_of(identity.public().sign_pub), secret=secret)
     key_wrap = b""
     if kind == "public":
         share_key = public_share_key(sid)
@@ -126,9 +128,36 @@ def create_share(
     return get_share(state, name)
 
 
+def upgrade_share_id(state: State, share: Share, identity: Identity) -> Share:
+    """A share created by an older usenetsync (``us1…``) gets a new ID of this format; others are returned as they are.
+
+    Nothing of the old format can be read any more, so its version count
+    restarts; a public share's key comes from its ID, so it changes with it,
+    while password and private shares keep their key and its wrapping.
+    Commit point: the new ID, key and version 0 in one transaction.
+    """
+    if not share.share_id.startswith(OLD_PREFIXES):
+        return share
+    secret = os.urandom(32 if share.kind == "public" else 16)
+    sid = ShareId(kind=share.kind, signer=signer_of(identity.public().sign_pub), secret=secret)  # type: ignore[arg-type]
+    key = public_share_key(sid) if share.kind == "public" else share.share_key
+    with state.catalog:
+        state.catalog.execute("UPDATE shares SET share_id=?, share_key=?, version=0 WHERE share_pk=?",
+                              (sid.to_text(), key, share.share_pk))
+        forget_layout(state.catalog, share.share_pk)
+    return get_share(state, share.name)
+
+
 def publish(state: State, share: Share, identity: Identity, spec: ServerSpec) -> Published:
-    """Publish the next version of ``share`` (the folder must be fully uploaded)."""
-    if identity.fingerprint() != ShareId.parse(share.share_id).fingerprint:
+    """Publish the next version of ``share`` (the folder must be fully uploaded).
+
+    A share made by an older usenetsync gets a new ID first (``upgrade_share_id``);
+    ``Published.new_id`` says so.
+    """
+    old_format = share.share_id.startswith(OLD_PREFIXES)
+    if old_format:
+        share = upgrade_share_id(state, share, identity)
+    if signer_of(identity.public().sign_pub) != ShareId.parse(share.share_id).signer:
         raise ConfigError(
             f"share {share.name!r} was created with another identity key",
             hint="import the key it was created with (`usenetsync keys import`)",
@@ -138,7 +167,7 @@ def publish(state: State, share: Share, identity: Identity, spec: ServerSpec) ->
         raise NotFoundError(f"the folder of share {share.name!r} is gone from the state")
     sid = ShareId.parse(share.share_id)
     secrets = ShareSecrets(kind=share.kind, locator_key=locator_key(sid), share_key=share.share_key,
-                           key_wrap=share.key_wrap)
+                           key_wrap=share.key_wrap, share_pk=share.share_pk)
     recipients = [PublicIdentity.from_text(t) for t in share.recipients]
 
     def key_wrap() -> bytes:
@@ -161,6 +190,9 @@ def publish(state: State, share: Share, identity: Identity, spec: ServerSpec) ->
             (result.version, time.time_ns(), result.files, result.bytes, result.parts, json.dumps(check),
              share.share_pk),
         )
+        if result.posting is not None:
+            save_layout(state.catalog, share.share_pk, result.posting)
+    result.new_id = old_format
     return result
 
 
@@ -198,6 +230,10 @@ def revoke(state: State, share: Share, recipient: PublicIdentity) -> Share:
             "UPDATE shares SET recipients=?, share_key=? WHERE share_pk=?",
             (json.dumps(remaining), os.urandom(32), share.share_pk),
         )
+        # Chunks sealed under the old key are never referenced again: the next version posts all anew.
+        forget_layout(state.catalog, share.share_pk)
+    # Content posted from now on is sealed and named under keys the revoked recipient never gets.
+    catalog.new_epoch(state.catalog, share.folder_id, "revoke")
     return get_share(state, share.name)
 
 
@@ -209,10 +245,15 @@ class OpenedShare:
     index: OpenedIndex
     share_key: bytes
     locator_key: bytes
+    tag: str  # names this share (not its secret) in a reader's pin: hex of SHA-256(locator)[:16]
 
     def records(self) -> Iterator[list[Any]]:
-        h = self.index.header
-        return iter_records(self.index.spool, self.share_key, self.locator_key, self.index.version, h.parts)
+        return iter_records(self.index)
+
+
+def share_tag(share_id_text: str) -> str:
+    """A non-secret name of a share, for a reader's per-destination pin."""
+    return hashlib.sha256(b"usenetsync/v2/share-tag" + locator_key(ShareId.parse(share_id_text))).hexdigest()[:32]
 
 
 def open_share(
@@ -222,17 +263,24 @@ def open_share(
     *,
     password: Callable[[], str],
     identity: Callable[[], Identity],
+    pinned: int = 0,
+    allow_rollback: bool = False,
+    version: int | None = None,
 ) -> OpenedShare:
-    """Find, verify and unlock the newest version of a share (nothing is written to DEST)."""
+    """Find, verify and unlock the newest version of a share (nothing is written to DEST).
+
+    ``pinned``: the highest version this destination has seen; an older one
+    is a RollbackError unless ``allow_rollback``.
+    """
     sid = ShareId.parse(share_id_text)
     lk = locator_key(sid)
-    index = open_index(conn, lk, sid.fingerprint, spool_dir)
-    if index.header.kind != sid.kind:
-        raise TamperedError("the share index is of another kind than its share ID says")
+    root = find_root(conn, lk, sid.signer, sid.kind, pinned=pinned, allow_rollback=allow_rollback, version=version)
     if sid.kind == "public":
         key = public_share_key(sid)
     elif sid.kind == "password":
-        key = unwrap_with_password(index.header.key_wrap, password())
+        key = unwrap_with_password(root.key_wrap, password())
     else:
-        key = unwrap_for_recipient(index.header.key_wrap, identity())
-    return OpenedShare(index=index, share_key=key, locator_key=lk)
+        key = unwrap_for_recipient(root.key_wrap, identity())
+    # The key is checked before the index is fetched: a wrong password costs no download.
+    index = open_index(conn, lk, key, root, spool_dir)
+    return OpenedShare(index=index, share_key=key, locator_key=lk, tag=share_tag(share_id_text))

@@ -28,8 +28,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from usenetsync_cli.core.crypto import FolderKeys
-from usenetsync_cli.core.msgid import folder_domains, segment_message_id
 from usenetsync_cli.core.names import WireNames
 from usenetsync_cli.core.packing import DEFAULT_SEGMENT_SIZE
 from usenetsync_cli.errors import ConfigError, InterruptedByUser, NetworkError
@@ -169,8 +167,8 @@ ProgressFn = Callable[[UploadProgress], None]
 
 
 def folder_context(folder: catalog.Folder, groups: tuple[str, ...]) -> FolderContext:
-    keys = FolderKeys.derive(folder.folder_key)
-    return FolderContext(uid=folder.uid, keys=keys, domains=folder_domains(keys.domain_key), groups=groups)
+    """The folder's uid and every epoch's keys (the publisher knows them all); new content: its current epoch."""
+    return FolderContext.from_keys(folder.uid, folder.keys_by_epoch(), folder.epoch, groups)
 
 
 def upload_folder(
@@ -262,9 +260,9 @@ def probe_in_doubt(state: State, folder_id: int, ctx: FolderContext, conn: Conne
     for shard, mark in marks:
         sconn = state.shards[shard]
         rows = sconn.execute(
-            "SELECT seg_id, attempt FROM segments WHERE folder_id=? AND state=0 AND seg_id<=?", (folder_id, mark)
+            "SELECT seg_id, attempt, epoch FROM segments WHERE folder_id=? AND state=0 AND seg_id<=?", (folder_id, mark)
         ).fetchall()
-        ids = {segment_message_id(ctx.keys.msgid_key, ctx.domains, shard, seg_id, att): seg_id for seg_id, att in rows}
+        ids = {ctx.message_id(shard, seg_id, att, epoch): seg_id for seg_id, att, epoch in rows}
         now = time.time_ns()
         present = [(now, now, ids[mid]) for mid, ok in conn.stat_many(list(ids)) if ok]
         with sconn:

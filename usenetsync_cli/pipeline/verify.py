@@ -28,9 +28,7 @@ from typing import Any
 
 import xxhash
 
-from usenetsync_cli.core.crypto import open_segment, place_aad
 from usenetsync_cli.core.hashing import file_content_hash, payload_matches, piece_hash
-from usenetsync_cli.core.msgid import segment_message_id
 from usenetsync_cli.errors import UsenetSyncError
 from usenetsync_cli.nntp import Connection, NNTPError, ServerSpec
 from usenetsync_cli.pipeline.encode import FolderContext
@@ -44,11 +42,11 @@ from usenetsync_cli.store.state import NSHARDS, State
 RESULT_MISSING, RESULT_PRESENT, RESULT_DAMAGED = 0, 1, 2
 
 _PAGE = (
-    "SELECT seg_id, attempt, server_msgid, hash, file_id, idx, gen FROM segments"
+    "SELECT seg_id, attempt, server_msgid, hash, file_id, idx, gen, epoch FROM segments"
     " WHERE folder_id=? AND state IN (1,2) AND checked_ns<? ORDER BY checked_ns, seg_id LIMIT ?"
 )
 _UNCHECKED = (
-    "SELECT seg_id, attempt, server_msgid, hash, file_id, idx, gen FROM segments"
+    "SELECT seg_id, attempt, server_msgid, hash, file_id, idx, gen, epoch FROM segments"
     " WHERE folder_id=? AND state IN (1,2) AND checked_ns IS NULL ORDER BY seg_id LIMIT ?"
 )
 
@@ -236,11 +234,10 @@ def _check_page(
     conn: Connection, sconn: Any, ctx: FolderContext, shard: int, rows: list[tuple[Any, ...]], opts: VerifyOptions,
     seed: int, whole: WholeFiles | None = None,
 ) -> list[tuple[int, int]]:
-    keys = ctx.keys
     ids: dict[str, tuple[Any, ...]] = {}
     for row in rows:
         seg_id, attempt, server_id = row[0], row[1], row[2]
-        mid = server_id or segment_message_id(keys.msgid_key, ctx.domains, shard, seg_id, attempt)
+        mid = server_id or ctx.message_id(shard, seg_id, attempt, row[7])
         ids[mid] = row
     out: dict[int, int] = {}
     for mid, ok in conn.stat_many(list(ids), window=opts.window):
@@ -249,9 +246,9 @@ def _check_page(
     # The fetch engine over this one connection: bounded replies, sabctools decoding.
     jobs = (FetchJob(m, OUR_ARTICLE_LIMIT) for m in sample)
     for job, body in fetch_results(conn, jobs, window=8):
-        seg_id, _att, _srv, h, file_id, idx, gen = ids[job.message_id]
+        seg_id, _att, _srv, h, file_id, idx, gen, epoch = ids[job.message_id]
         layout = pack_layout(sconn, seg_id) if file_id is None else None
-        result, payload = _body_result(ctx, shard, seg_id, h, layout, body)
+        result, payload = _body_result(ctx, shard, seg_id, epoch, h, layout, body)
         out[seg_id] = result
         if whole is not None and payload is not None:
             whole.add(sconn, seg_id, file_id, idx, gen, payload)
@@ -315,7 +312,7 @@ class WholeFiles:
 
 
 def _body_result(
-    ctx: FolderContext, shard: int, seg_id: int, h: bytes | None, layout: list[tuple[int, int]] | None,
+    ctx: FolderContext, shard: int, seg_id: int, epoch: int, h: bytes | None, layout: list[tuple[int, int]] | None,
     body: Article | str | None,
 ) -> tuple[int, bytes | None]:
     """(result, the plaintext when it is the one stored) of one fetched article."""
@@ -324,7 +321,7 @@ def _body_result(
     if isinstance(body, str) or not body.crc_ok:
         return RESULT_DAMAGED, None  # not usable yEnc, larger than any article of ours, or a CRC mismatch
     try:
-        payload = open_segment(ctx.keys.aesgcm, place_aad(ctx.uid, shard, seg_id), body.data)
+        payload = ctx.open(shard, seg_id, epoch, body.data)
     except UsenetSyncError:
         return RESULT_DAMAGED, None
     if not payload_matches(h, payload, layout):

@@ -31,6 +31,12 @@ class Folder:
     bytes: int = 0
     dirs: int = 0
     last_index_run: int | None = None
+    epoch: int = 0  # the key epoch new content is sealed in (core/epochs.py)
+    epoch_keys: tuple[tuple[int, bytes], ...] = ()  # (epoch, key) of epochs >= 1
+
+    def keys_by_epoch(self) -> dict[int, bytes]:
+        """Every epoch's key: epoch 0 is the folder key."""
+        return {0: self.folder_key, **dict(self.epoch_keys)}
 
     @property
     def display_path(self) -> str:
@@ -40,17 +46,38 @@ class Folder:
         return f"Folder(id={self.folder_id}, path={self.display_path!r})"
 
 
-_FOLDER_COLS = "folder_id, path, uid, folder_key, files, bytes, dirs, last_index_run"
+_FOLDER_COLS = "folder_id, path, uid, folder_key, files, bytes, dirs, last_index_run, epoch"
+
+
+def _folder(conn: apsw.Connection, row: tuple[Any, ...]) -> Folder:
+    keys = tuple(
+        (e, k) for e, k in conn.execute("SELECT epoch, key FROM epochs WHERE folder_id=? ORDER BY epoch", (row[0],))
+    )
+    return Folder(*row, epoch_keys=keys)
 
 
 def get_folder(conn: apsw.Connection, path: bytes) -> Folder | None:
     rows = conn.execute(f"SELECT {_FOLDER_COLS} FROM folders WHERE path=?", (path,)).fetchall()
-    return Folder(*rows[0]) if rows else None
+    return _folder(conn, rows[0]) if rows else None
 
 
 def get_folder_by_id(conn: apsw.Connection, folder_id: int) -> Folder | None:
     rows = conn.execute(f"SELECT {_FOLDER_COLS} FROM folders WHERE folder_id=?", (folder_id,)).fetchall()
-    return Folder(*rows[0]) if rows else None
+    return _folder(conn, rows[0]) if rows else None
+
+
+def new_epoch(conn: apsw.Connection, folder_id: int, reason: str) -> int:
+    """EDGE (reads the OS CSPRNG): start a new key epoch for the folder; returns its number.
+
+    Commit point: the key row and the folder's current epoch in one transaction.
+    """
+    with conn:
+        current = conn.execute("SELECT epoch FROM folders WHERE folder_id=?", (folder_id,)).fetchall()[0][0]
+        epoch = current + 1
+        conn.execute("INSERT INTO epochs(folder_id, epoch, key, created_ns, reason) VALUES(?,?,?,?,?)",
+                     (folder_id, epoch, os.urandom(32), time.time_ns(), reason))
+        conn.execute("UPDATE folders SET epoch=? WHERE folder_id=?", (epoch, folder_id))
+    return epoch
 
 
 def get_or_create_folder(conn: apsw.Connection, path: bytes) -> Folder:
@@ -64,7 +91,12 @@ def get_or_create_folder(conn: apsw.Connection, path: bytes) -> Folder:
         )
     created = get_folder(conn, path)
     assert created is not None
-    return created
+    # A new folder starts in epoch 1: its articles have the format of later epochs (no version byte,
+    # padding, a generated domain per Message-ID); epoch 0 is kept for folders made before epochs.
+    new_epoch(conn, created.folder_id, "created")
+    again = get_folder(conn, path)
+    assert again is not None
+    return again
 
 
 def folder_xattrs(conn: apsw.Connection, folder_id: int, wanted: bool | None) -> bool:
@@ -78,8 +110,8 @@ def folder_xattrs(conn: apsw.Connection, folder_id: int, wanted: bool | None) ->
 
 
 def list_folders(conn: apsw.Connection) -> Iterator[Folder]:
-    for row in conn.execute(f"SELECT {_FOLDER_COLS} FROM folders ORDER BY folder_id"):
-        yield Folder(*row)
+    for row in conn.execute(f"SELECT {_FOLDER_COLS} FROM folders ORDER BY folder_id").fetchall():
+        yield _folder(conn, row)
 
 
 def update_folder_totals(

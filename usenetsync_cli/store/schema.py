@@ -121,6 +121,38 @@ CATALOG_MIGRATIONS: list[Migration] = [
     """
     ALTER TABLE folders ADD COLUMN xattrs INTEGER NOT NULL DEFAULT 0;
     """,
+    # v6: key epochs (core/epochs.py). Epoch 0 is the folder key itself (folders.folder_key), so
+    # states made before keep their keys, AAD and Message-IDs; later epochs have a random key each.
+    """
+    ALTER TABLE folders ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE epochs(
+        folder_id INTEGER NOT NULL,
+        epoch INTEGER NOT NULL,
+        key BLOB NOT NULL,                -- 32 random bytes (secret)
+        created_ns INTEGER NOT NULL,
+        reason TEXT NOT NULL,             -- created | revoke | requested (text, not checked)
+        PRIMARY KEY(folder_id, epoch)
+    ) WITHOUT ROWID;
+    """,
+    # v7: where each chunk of a share's current index is (core/index_chunks.py), so the next version
+    # posts only new chunks; emptied whenever the share key changes (its chunks are sealed under it).
+    """
+    CREATE TABLE share_chunks(
+        share_pk INTEGER NOT NULL,
+        chunk_id BLOB NOT NULL,           -- SHA-256 of the plain chunk
+        pack_nonce BLOB NOT NULL,         -- the pack article it is in
+        offset INTEGER NOT NULL,
+        sealed_len INTEGER NOT NULL,
+        plain_len INTEGER NOT NULL,
+        PRIMARY KEY(share_pk, chunk_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE share_packs(
+        share_pk INTEGER NOT NULL,
+        pack_nonce BLOB NOT NULL,
+        size INTEGER NOT NULL,            -- sealed bytes in the pack (live and dead)
+        PRIMARY KEY(share_pk, pack_nonce)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SHARD_MIGRATIONS: list[Migration] = [
@@ -223,5 +255,9 @@ SHARD_MIGRATIONS: list[Migration] = [
     ALTER TABLE files ADD COLUMN nlink INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE files ADD COLUMN xattrs BLOB;     -- user.* extended attributes (scan.xattr_blob), if carried
     CREATE INDEX files_linked ON files(folder_id, inode) WHERE nlink>1 AND present=1 AND kind=0;
+    """,
+    # v7: the key epoch a segment is sealed and named in (0 for every segment made before).
+    """
+    ALTER TABLE segments ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
     """,
 ]

@@ -19,13 +19,13 @@ PAGE = 1000
 STATE_PLANNED, STATE_POSTED, STATE_VERIFIED, STATE_FAILED, STATE_SUPERSEDED = 0, 1, 2, 3, 4
 
 _PENDING = (
-    "SELECT seg_id, file_id, offset, length, attempt, hash, nonce FROM segments"
+    "SELECT seg_id, file_id, offset, length, attempt, hash, nonce, epoch FROM segments"
     " WHERE folder_id=? AND state=? AND seg_id>? ORDER BY seg_id LIMIT ?"
 )
 
 
 def iter_segments(conn: apsw.Connection, folder_id: int, state: int) -> Iterator[tuple[int, ...]]:
-    """(seg_id, file_id, offset, length, attempt, hash, nonce) of every segment in ``state``, by seg_id."""
+    """(seg_id, file_id, offset, length, attempt, hash, nonce, epoch) of every segment in ``state``, by seg_id."""
     for rows in keyset_pages(conn, _PENDING, (folder_id, state), PAGE):
         yield from rows
 

@@ -1,0 +1,89 @@
+"""A share's index grows with the change, not the folder: against the real INN.
+
+Version 2 of a share whose folder changed by one file posts a few index
+articles (the changed chunks and the table), not the whole index again, and
+a reader holding version 1 fetches as little.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_share_download import Users, publish, snapshot, users  # noqa: F401 - fixture
+from tests.cli.test_share_squatting import _Posted
+from tests.support.inn import InnServer
+
+
+def _many_files(src: Path, n: int) -> None:
+    for d in range(5):
+        (src / f"album-{d}").mkdir(parents=True)
+    for i in range(n):
+        (src / f"album-{i % 5}" / f"holiday-picture-{i:06d}-with-a-rather-long-name.jpg").write_bytes(b"x%d" % i)
+
+
+def _chunks(err: str) -> tuple[int, int]:
+    """(chunks in the index, chunks fetched) from the download's report."""
+    found = re.search(r"\(([\d,]+) chunks, ([\d,]+) fetched", err)
+    assert found, err
+    return int(found.group(1).replace(",", "")), int(found.group(2).replace(",", ""))
+
+
+def test_a_small_change_posts_and_fetches_a_small_part_of_the_index(
+    users: Users, tmp_path: Path, inn: InnServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    _many_files(src, 4000)
+    posted = _Posted(monkeypatch)
+    sid = publish(users, src, "--public", upload_args=("--redundancy", "0"))
+    first = posted.take_sizes()[:-1]  # the index articles, without the root
+    dest = tmp_path / "dest"
+    r = users.as_("bob", "download", sid, str(dest))
+    assert r.code == 0, r.err
+    chunks, fetched = _chunks(r.err)
+    assert chunks == fetched >= 10
+
+    (src / "album-3" / "holiday-picture-002003-with-a-rather-long-name.jpg").write_bytes(b"edited")
+    assert users.as_("alice", "index", str(src)).code == 0
+    assert users.as_("alice", "upload", str(src), "--redundancy", "0").code == 0
+    posted.take()  # the upload's own articles
+    r = users.as_("alice", "share", "update", "s", "--json")
+    assert r.code == 0, r.err
+    second = posted.take_sizes()[:-1]
+    # Version 2 posts the changed chunks and the table: a fraction of version 1's index.
+    assert 4 * sum(second) < sum(first), (second, first)
+
+    r = users.as_("bob", "download", sid, str(dest), "--sync")
+    assert r.code == 0, r.err
+    chunks2, fetched2 = _chunks(r.err)
+    assert chunks2 >= 10 and 1 <= fetched2 <= 3  # the header (counts), the changed file's, a neighbour
+    assert snapshot(dest) == snapshot(src)
+    # The reader keeps only this version's chunks.
+    cache = [p for p in (users.tmp / "home-bob").rglob("chunks") if p.is_dir()]
+    assert len(cache) == 1 and 0 < len(os.listdir(cache[0])) < 64
+
+
+def test_chunks_of_a_pack_gone_from_the_server_are_posted_again(
+    users: Users, tmp_path: Path, inn: InnServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.cli.test_share_download import _index_ids
+
+    src = tmp_path / "src"
+    _many_files(src, 1500)
+    sid = publish(users, src, "--public", upload_args=("--redundancy", "0"))
+    root, *packs_and_table = _index_ids(users)
+    for mid in packs_and_table:
+        inn.cancel(mid)  # expired, or removed by a takedown
+    r = users.as_("bob", "download", sid, str(tmp_path / "broken"))
+    assert r.code != 0
+    posted = _Posted(monkeypatch)
+    r = users.as_("alice", "share", "update", "s")
+    assert r.code == 0, r.err
+    assert len(posted.take()) >= 3  # its chunks again, a new table, a root
+    dest = tmp_path / "dest"
+    r = users.as_("bob", "download", sid, str(dest))
+    assert r.code == 0, r.err
+    assert snapshot(dest) == snapshot(src)

@@ -480,3 +480,38 @@ def test_a_share_made_by_an_older_version_is_republished_under_a_new_id(users: U
     r = users.as_("bob", "download", new, str(dest))
     assert r.code == 0, r.err
     assert snapshot(dest) == snapshot(src)
+
+
+def test_an_identity_restored_from_its_phrase_keeps_publishing_the_same_share(users: Users, tmp_path: Path) -> None:
+    """The share ID pins the signing key: after the identity is lost and restored from its recovery phrase,
+    `share update` publishes under the same ID and readers accept the new version."""
+    from usenetsync_cli.store.home import Home
+    from usenetsync_cli.store.keystore import identity_path
+
+    src = tmp_path / "src"
+    make_folder(src)
+    users.as_("alice", "server", "list")  # alice's home exists
+    r = users.as_("alice", "keys", "init", "--no-passphrase", "--force", "--json")
+    assert r.code == 0, r.err
+    phrase = [x for x in r.json_lines() if x["type"] == "keys.phrase"][0]["phrase"]
+    sid = publish(users, src, "--public")
+    dest = tmp_path / "dest"
+    assert users.as_("bob", "download", sid, str(dest)).code == 0
+
+    users.mp.setenv("USENETSYNC_HOME", str(users.homes["alice"]))
+    identity_path(Home.resolve()).unlink()  # the disk with the keys is gone
+    r = users.as_("alice", "share", "update", "s")
+    assert r.code != 0
+    phrase_file = tmp_path / "phrase.txt"
+    phrase_file.write_text(phrase + "\n")
+    phrase_file.chmod(0o600)
+    r = users.as_("alice", "keys", "restore", "--phrase-file", str(phrase_file), "--no-passphrase")
+    assert r.code == 0, r.err
+    (src / "after-restore.txt").write_bytes(b"published by the restored identity")
+    assert users.as_("alice", "index", str(src)).code == 0
+    assert users.as_("alice", "upload", str(src)).code == 0
+    assert users.as_("alice", "share", "update", "s").code == 0
+    assert users.as_("alice", "share", "show", "s", "--show-id").out.strip().splitlines()[-1] == sid
+    r = users.as_("bob", "download", sid, str(dest), "--sync")
+    assert r.code == 0, r.err
+    assert snapshot(dest) == snapshot(src)

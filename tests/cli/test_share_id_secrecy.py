@@ -77,7 +77,8 @@ def _pending_share(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> str:
 
 # ------------------------------------------------------------- publishing -------
 def test_publishing_never_prints_the_id_only_show_id_does(users: Users, tmp_path: Path, inn: InnServer) -> None:
-    """create, upload, update, revoke and verify --repair, in text and --json: name and version, never the ID."""
+    """upload, update, revoke and verify --repair, in text and --json: name and version, never the ID; create
+    shows it once (its creator is at the keyboard), on stdout or in its share.created event."""
     src = tmp_path / "src"
     make_folder(src)
     bob, carol = users.pubkey("bob"), users.pubkey("carol")
@@ -108,7 +109,12 @@ def test_publishing_never_prints_the_id_only_show_id_does(users: Users, tmp_path
 
     sid, priv = _show_id(users, "s"), _show_id(users, "priv")
     assert len(sid) > 30 and len(priv) > 30
-    assert [what for what, r in said.items() if _leaks(sid, r) or _leaks(priv, r)] == []
+    assert [what for what, r in said.items() if _leaks(sid, r) or _leaks(priv, r)] == [
+        "create (pending)", "create (published now)"]
+    assert said["create (pending)"].out.strip() == sid and sid not in said["create (pending)"].err
+    created = [e for e in said["create (published now)"].json_lines() if e["type"] == "share.created"]
+    assert [e["share_id"] for e in created] == [priv]
+    assert said["create (published now)"].out.count(priv) == 1 and priv not in said["create (published now)"].err
     # Publications were made and said so, by name and version.
     assert "published share 's' version 1" in said["upload"].err
     assert "show its ID with `usenetsync share show s --show-id`" in said["upload"].err

@@ -152,3 +152,31 @@ def test_a_hidden_newer_version_is_refused_as_rollback_and_allowed_only_without_
     assert (dest / "change-1.bin").read_bytes() == (src / "change-1.bin").read_bytes()  # kept: nothing deleted
     # The pin stays at 2: the next plain run is still refused.
     assert users.as_("bob", "download", sid, str(dest), "--sync").code == 24
+
+
+def test_a_crash_after_the_root_moves_the_next_publication_to_the_next_version(
+    users: Users, tmp_path: Path, inn: InnServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publication that posted its root but died before recording it left a complete version of ours:
+    the next one takes the next version (not another slot of the same one, which would leave two roots)."""
+    from usenetsync_cli.pipeline import shares
+
+    src, sid, lk = _published(users, tmp_path)
+    _change(users, src, 1)
+    with monkeypatch.context() as m:
+        def crash(*_a: object) -> None:
+            raise KeyboardInterrupt  # between the root's STAT and the catalog's commit
+
+        m.setattr(shares, "save_layout", crash)
+        assert users.as_("alice", "share", "update", "s").code == 130
+    assert inn.stat(root_message_id(lk, 2, 0)) == 223  # the crashed publication's root
+    r = users.as_("alice", "share", "show", "s", "--json")
+    assert r.json_lines()[0]["version"] == 1  # not recorded
+    _change(users, src, 2)
+    assert _update(users)["version"] == 3
+    assert inn.stat(root_message_id(lk, 2, 1)) == 430  # no second root for version 2
+    dest = tmp_path / "dest"
+    r = users.as_("bob", "download", sid, str(dest), "--json")
+    assert r.code == 0, r.err
+    assert [x["version"] for x in r.json_lines() if x["type"] == "download.summary"] == [3]
+    assert snapshot(dest) == snapshot(src)

@@ -153,8 +153,13 @@ def create(
         identity = load_identity(state.home, passphrase_file)
         share = create_share(state, folder, identity, kind=kind, name=name or Path(folder.display_path).name,
                              password=pw, recipients=recipients)
-        out.emit("share.created", name=share.name, kind=kind, folder=folder.display_path)
-        out.say(f"created {kind} share {share.name!r} of {folder.display_path}")
+        # The one time the ID is shown unasked: its creator is at the keyboard. Publishing (often from
+        # cron) never shows it; `share show NAME --show-id` does, on request.
+        out.emit("share.created", name=share.name, kind=kind, folder=folder.display_path, share_id=share.share_id)
+        out.say(f"created {kind} share {share.name!r} of {folder.display_path}; its ID (a secret: give it only to"
+                " its readers; `share show NAME --show-id` shows it again):")
+        if not out.json:
+            out.data(share.share_id)
         try_publish(out, state, share, passphrase_file, server, identity)
 
 

@@ -5,7 +5,8 @@ every article they posted (segments, index chunks and tables, roots) is
 read back as a stranger would. Nothing may name the tool, group the
 articles by folder or publisher, or single out an article kind: every
 Message-ID has its own domain, which its From repeats; full segments do
-not share one yEnc size; no payload starts with a constant.
+not share one yEnc size; no payload starts with a constant; no article
+holds the tool's name, a magic, or either publisher's keys or fingerprints.
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ def test_two_publishers_leave_nothing_that_links_or_names_them(
         ids[who] = _publish_folder(users, who, tmp_path / f"src-{who}") + posted.take()
     every = ids["alice"] + ids["carol"]
     assert len(every) >= 240
+    from usenetsync_cli.core.identity import PublicIdentity
+    from usenetsync_cli.core.shareid import signer_of
+
+    marks = [b"usenetsync", b"USNETSYNC", b"USENETSYNC"]
+    for who in ("alice", "carol"):
+        pub = PublicIdentity.from_text(users.pubkey(who))
+        marks += [pub.sign_pub, pub.box_pub, pub.fingerprint(), signer_of(pub.sign_pub),
+                  pub.fingerprint().hex().encode(), signer_of(pub.sign_pub).hex().encode()]
 
     domains: dict[str, set[str]] = {"alice": set(), "carol": set()}
     sizes: collections.Counter[int] = collections.Counter()
@@ -85,6 +94,8 @@ def test_two_publishers_leave_nothing_that_links_or_names_them(
             payload, _name, crc_ok = decode_yenc_article(body)
             assert crc_ok
             first_bytes.add(payload[:2])
+            # No tool name, magic, or publisher key or fingerprint, in the clear, anywhere in the article.
+            assert not [m for m in marks if m in payload or m in head or m in body], mid
     # Every article its own host: no per-folder or per-publisher set of domains to group by.
     assert len(domains["alice"]) >= 0.98 * len(ids["alice"]) and len(domains["carol"]) >= 0.98 * len(ids["carol"])
     assert not domains["alice"] & domains["carol"]

@@ -180,3 +180,48 @@ def test_a_crash_after_the_root_moves_the_next_publication_to_the_next_version(
     assert r.code == 0, r.err
     assert [x["version"] for x in r.json_lines() if x["type"] == "download.summary"] == [3]
     assert snapshot(dest) == snapshot(src)
+
+
+def test_kill_9_mid_publication_then_the_rerun_publishes_a_whole_version(
+    users: Users, tmp_path: Path, inn: InnServer
+) -> None:
+    """kill -9 while the index of version 2 is being posted (proven: the first index article's reply came
+    back, the next one is held, no root exists): the share stays at version 1 for everyone, and the
+    rerun publishes a complete version 2."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support.faultproxy import ARTICLE, FaultProxy
+
+    src, sid, lk = _published(users, tmp_path)
+    _change(users, src, 1)
+    with FaultProxy(inn.host, inn.port) as proxy:
+        host, port = proxy.address
+        assert users.as_("alice", "server", "add", "proxy", "--host", host, "--port", str(port),
+                         "--group", inn.group).code == 0
+        proxy.hold_replies(ARTICLE, after=1)
+        env = {**os.environ, "USENETSYNC_HOME": str(users.homes["alice"])}
+        proc = subprocess.Popen([sys.executable, "-m", "usenetsync_cli", "share", "update", "s", "--server", "proxy"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proxy.wait_for(lambda: proxy.faults_fired.get("hold_replies", 0) >= 1, timeout=60)
+            assert proc.poll() is None
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        posted = len(proxy.posted_message_ids())
+    assert posted >= 1  # mid-way: index articles went out...
+    assert all(inn.stat(root_message_id(lk, 2, s)) == 430 for s in range(ROOT_SLOTS))  # ...and no root
+    assert users.as_("alice", "share", "show", "s", "--json").json_lines()[0]["version"] == 1
+    dest = tmp_path / "dest"
+    r = users.as_("bob", "download", sid, str(dest), "--json")
+    assert [x["version"] for x in r.json_lines() if x["type"] == "download.summary"] == [1]
+
+    assert _update(users)["version"] == 2
+    r = users.as_("bob", "download", sid, str(dest), "--sync", "--json")
+    assert r.code == 0, r.err
+    assert [x["version"] for x in r.json_lines() if x["type"] == "download.summary"] == [2]
+    assert snapshot(dest) == snapshot(src)

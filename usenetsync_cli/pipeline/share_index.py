@@ -18,7 +18,8 @@ re-hashed as it is read, no record longer than ``MAX_RECORD_BYTES``.
 
 Discovery (``RootFinder.newest``): a version is *present* when its slots hold
 a verified root or are all taken by junk (the publisher then skipped it), and
-*absent* when a slot is free with no verified root before it. Presence is
+*absent* otherwise (one pipelined STAT of its slots, then BODY of the taken
+ones until one verifies). Presence is
 monotone up to the newest version, so a gallop (pinned+1, +2, +4, …) and a
 binary search find it; the walk down past junk-only versions and every root
 fetch count against ``MAX_ROOT_FETCHES``, so a server full of forged roots
@@ -45,7 +46,8 @@ from usenetsync_cli.nntp import Connection
 
 # Versions count from 1; nothing honest comes near this.
 MAX_VERSION = 1 << 40
-# BODY requests one discovery may make: ~2·log2(newest) when nobody interferes.
+# Root BODYs one discovery may fetch: ~2·log2(newest) when nobody interferes (absent versions cost one
+# pipelined STAT of their slots and no BODY).
 MAX_ROOT_FETCHES = 96
 # One manifest record (a file's segment list); ~2 million segments, a 1.5 TB file.
 MAX_RECORD_BYTES = 256 << 20
@@ -89,26 +91,33 @@ class RootFinder:
         self._seen: dict[int, Root | str | None] = {}
 
     def probe(self, version: int) -> Root | str | None:
-        """The verified root of ``version``, ``_JUNK`` (every slot holds junk), or None (absent)."""
+        """The verified root of ``version``, ``_JUNK`` (every slot holds junk), or None (absent).
+
+        All slots are looked at (one pipelined STAT), not only up to the first
+        free one: a slot can be free on the reader's side and taken on the
+        publisher's (a cancelled article's ID stays in the server's history),
+        and the publisher then moved on to the next slot.
+        """
         if version in self._seen:
             return self._seen[version]
-        result: Root | str | None = _JUNK
-        for slot in range(ROOT_SLOTS):
+        ids = [root_message_id(self.locator_key, version, slot) for slot in range(ROOT_SLOTS)]
+        present = [mid for mid, ok in self.conn.stat_many(ids) if ok]
+        result: Root | str | None = _JUNK if len(present) == ROOT_SLOTS else None
+        for mid in present:
             if self.fetches >= MAX_ROOT_FETCHES:
                 raise ForgedRootsError(
                     f"gave up looking for this share's newest version after {MAX_ROOT_FETCHES} root articles"
                 )
             self.fetches += 1
-            body = self.conn.body(root_message_id(self.locator_key, version, slot), max_bytes=ROOT_MAX_BYTES * 2)
+            body = self.conn.body(mid, max_bytes=ROOT_MAX_BYTES * 2)
             if body is None:
-                result = None  # the publisher fills slots in order: nothing of it lies beyond a free one
-                break
+                continue  # gone between STAT and BODY
             payload, _name, crc_ok = decode_yenc_article(body)
             if not crc_ok:
                 continue
             try:
                 result = open_root(self.locator_key, version, payload, self.signer, self.kind)
-                self.root_ids[version] = root_message_id(self.locator_key, version, slot)
+                self.root_ids[version] = mid
                 break
             except TamperedError:
                 continue  # junk (or a forgery) at this slot: the publisher moved on to the next

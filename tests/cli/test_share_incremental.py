@@ -53,13 +53,14 @@ def test_a_small_change_posts_and_fetches_a_small_part_of_the_index(
     r = users.as_("alice", "share", "update", "s", "--json")
     assert r.code == 0, r.err
     second = posted.take_sizes()[:-1]
-    # Version 2 posts the changed chunks and the table: a fraction of version 1's index.
-    assert 4 * sum(second) < sum(first), (second, first)
+    # Version 2 posts the changed chunks (the header's, the changed file's, its old and new pack's: 3-5 of
+    # ~30, of random sizes) and the table: well under half of version 1's index (all of it without reuse).
+    assert 2 * sum(second) < sum(first), (second, first)
 
     r = users.as_("bob", "download", sid, str(dest), "--sync")
     assert r.code == 0, r.err
     chunks2, fetched2 = _chunks(r.err)
-    assert chunks2 >= 8 and 1 <= fetched2 <= 3  # the header (counts), the changed file's, a neighbour
+    assert chunks2 >= 8 and 1 <= fetched2 <= 5  # the header (counts), the changed file's, its packs' records
     assert snapshot(dest) == snapshot(src)
     # The reader keeps only this version's chunks.
     cache = [p for p in (users.tmp / "home-bob").rglob("chunks") if p.is_dir()]

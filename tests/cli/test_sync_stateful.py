@@ -12,7 +12,7 @@ paths are one file (hard links), and that sparse files come back sparse.
 Every few steps a fresh download into a new destination must equal both.
 
 It runs the pipeline in-process (``index_folder``, ``upload_folder``,
-``publish``, ``open_share`` + ``download_records``: what the commands call),
+``publish``, ``open_share_into`` + ``download_records``: what the commands call),
 PAR2 off, no post-check delay. CI runs a bounded profile;
 ``USENETSYNC_SOAK_EXAMPLES`` / ``USENETSYNC_SOAK_STEPS`` select a long soak.
 """
@@ -38,7 +38,7 @@ from usenetsync_cli.pipeline.download import DownloadOptions, download_records
 from usenetsync_cli.pipeline.index import index_folder
 from usenetsync_cli.pipeline.poster import open_connection
 from usenetsync_cli.pipeline.reader_state import ReaderState
-from usenetsync_cli.pipeline.shares import create_share, get_share, open_share, publish
+from usenetsync_cli.pipeline.shares import create_share, get_share, open_share_into, publish
 from usenetsync_cli.pipeline.upload import UploadOptions, upload_folder
 from usenetsync_cli.store import catalog
 from usenetsync_cli.store.home import Home
@@ -115,12 +115,10 @@ class SyncMachine(RuleBasedStateMachine):
         try:
             conn = open_connection(self.spec)
             try:
-                opened = open_share(conn, self.share.share_id, reader.spool_dir, password=lambda: "",
-                                    identity=lambda: self.identity)
+                opened = open_share_into(reader, conn, self.share.share_id, password=lambda: "",
+                                         identity=lambda: self.identity)
             finally:
                 conn.close()
-            reader.keep_only_spool(opened.index.spool)
-            reader.start_version(opened.index.root.index.digest())
             s = download_records(opened.records, dest, self.spec, reader, version=opened.index.version,
                                  replaced_root=self.tmp / "replaced", opts=DownloadOptions(connections=2, sync=sync))
         finally:

@@ -35,7 +35,7 @@ from usenetsync_cli.pipeline.destination import Destination, replaced_folder
 from usenetsync_cli.pipeline.download import DownloadOptions, DownloadSummary, download_records
 from usenetsync_cli.pipeline.reader_state import ReaderState, dest_key
 from usenetsync_cli.pipeline.poster import open_connection
-from usenetsync_cli.pipeline.shares import open_share, share_tag
+from usenetsync_cli.pipeline.shares import open_share_into
 from usenetsync_cli.store.home import Home
 from usenetsync_cli.store.keystore import load_identity, read_private_text
 from usenetsync_cli.store.lock import HomeLock
@@ -230,25 +230,20 @@ def _fetch_share(
 ) -> DownloadSummary:
     conn = open_connection(spec)
     try:
-        tag = share_tag(share_id)
-        pinned = reader.pinned(tag)
-        opened = open_share(
-            conn, share_id, reader.spool_dir,
+        opened = open_share_into(
+            reader, conn, share_id,
             password=lambda: read_password(password_file),
             identity=lambda: load_identity(home, passphrase_file),
-            pinned=pinned, allow_rollback=allow_rollback,
+            allow_rollback=allow_rollback,
         )
         conn.quit()
     finally:
         conn.close()
-    reader.pin(tag, opened.index.version)
-    if opened.index.version < pinned:
+    if opened.rolled_back:
         # --allow-rollback: an older version is written, but nothing newer is taken away.
         opts = dataclasses.replace(opts, keep_deleted=True)
-        out.say(f"[yellow]reading version {opened.index.version}, older than version {pinned} seen here before;"
-                " --sync deletes nothing in this run[/]")
-    reader.keep_only_spool(opened.index.spool)
-    reader.start_version(opened.index.root.index.digest())
+        out.say(f"[yellow]reading version {opened.index.version}, older than version {opened.pinned} seen here"
+                " before; --sync deletes nothing in this run[/]")
     ix = opened.index
     out.say(f"share version {ix.version}: index verified ({ix.root.index.chunks:,} chunks, {ix.chunks_fetched:,}"
             f" fetched in {ix.articles_fetched:,} articles)")

@@ -158,6 +158,11 @@ def open_chunk(share_key: bytes, locator_key: bytes, entry: TableEntry, sealed: 
     return plain
 
 
+def is_int(v: Any) -> bool:
+    """A JSON integer, not a bool (which JSON decoding would also let through as an int)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 @dataclass(frozen=True)
 class TableEntry:
     chunk_id: bytes
@@ -176,9 +181,8 @@ def _entry(line: bytes) -> TableEntry:
     try:
         v = json.loads(line)
         e = TableEntry(bytes.fromhex(v[0]), v[1], bytes.fromhex(v[2]), v[3], v[4])
-        ints = (e.plain_len, e.offset, e.sealed_len)
         if (len(v) != 5 or len(e.chunk_id) != 32 or len(e.pack_nonce) != 16
-                or not all(isinstance(i, int) and not isinstance(i, bool) for i in ints)
+                or not all(is_int(i) for i in (e.plain_len, e.offset, e.sealed_len))
                 or not 1 <= e.plain_len <= CHUNK_MAX or not 0 <= e.offset < PACK_BYTES
                 or not _NONCE + _TAG < e.sealed_len <= PACK_BYTES - e.offset):
             raise ValueError("bounds")
@@ -228,10 +232,3 @@ def decompress_table(compressed: bytes, table_bytes: int) -> bytes:
     if len(out) != table_bytes:
         raise TamperedError("the share index table decompresses to another size than its root says")
     return out
-
-
-def doc_ints(doc: Any, *keys: str) -> tuple[int, ...]:
-    vals = tuple(doc[k] for k in keys)
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in vals):
-        raise ValueError("not a count")
-    return vals

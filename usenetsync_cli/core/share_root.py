@@ -64,7 +64,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from usenetsync_cli.core.identity import verify
-from usenetsync_cli.core.index_chunks import MAX_CHUNKS, PACK_BYTES
+from usenetsync_cli.core.index_chunks import MAX_CHUNKS, PACK_BYTES, is_int
 from usenetsync_cli.core.msgid import keyed_message_id
 from usenetsync_cli.core.shareid import signer_of
 from usenetsync_cli.errors import TamperedError
@@ -184,7 +184,7 @@ class Root:
 
 
 def _int(v: Any) -> int:
-    if not isinstance(v, int) or isinstance(v, bool):
+    if not is_int(v):
         raise ValueError("not an integer")
     return v
 

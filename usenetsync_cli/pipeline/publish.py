@@ -30,17 +30,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-from usenetsync_cli.core.article import build_article, decode_yenc_article, format_date
+from usenetsync_cli.core.article import build_article, format_date
 from usenetsync_cli.core.epochs import FolderContext
 from usenetsync_cli.core.manifest import FORMAT, LayoutCheck, dumps_record, path_str, xattr_pairs
 from usenetsync_cli.core.msgid import message_domain
 from usenetsync_cli.core.names import WireNames
-from usenetsync_cli.core.share_root import ROOT_MAX_BYTES, ROOT_SLOTS, Root, open_root, root_message_id, seal_root
+from usenetsync_cli.core.share_root import ROOT_SLOTS, Root, root_message_id, seal_root
 from usenetsync_cli.core.shareid import signer_of
-from usenetsync_cli.errors import TamperedError, UploadIncompleteError, UsenetSyncError
+from usenetsync_cli.errors import UploadIncompleteError, UsenetSyncError
 from usenetsync_cli.nntp import Connection, DuplicateArticle, ServerSpec
 from usenetsync_cli.pipeline.poster import open_connection
 from usenetsync_cli.pipeline.publish_index import IndexPosting, known_layout, post_index
+from usenetsync_cli.pipeline.share_index import root_at
 from usenetsync_cli.store import catalog
 from usenetsync_cli.store.state import State
 
@@ -334,23 +335,9 @@ def _post_root(
             _post_article(conn, mid, seal_root(locator_key, root, sign), groups, WireNames.fresh())
             return mid
         except DuplicateArticle:
-            if _is_our_root(conn, mid, locator_key, root, signer):
+            if root_at(conn, mid, locator_key, root.version, signer, root.kind) is not None:
                 return None  # a crashed publication of ours got this far: the version is taken
     return None  # every slot holds junk: readers skip this version, and so do we
-
-
-def _is_our_root(conn: Connection, mid: str, locator_key: bytes, root: Root, signer: bytes) -> bool:
-    body = conn.body(mid, max_bytes=2 * ROOT_MAX_BYTES)
-    if body is None:
-        return False
-    payload, _name, crc_ok = decode_yenc_article(body)
-    if not crc_ok:
-        return False
-    try:
-        open_root(locator_key, root.version, payload, signer, root.kind)
-    except TamperedError:
-        return False
-    return True
 
 
 def _spool_checked(records: Iterator[list[Any]], spool: Any) -> LayoutCheck:

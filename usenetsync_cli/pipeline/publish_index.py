@@ -53,6 +53,14 @@ class IndexPosting:
     chunks_reused: int = 0
     bytes_posted: int = 0  # index bytes posted for this version (new chunks and the table)
 
+    def send(self, post: PostFn, locator_key: bytes, nonce: bytes, sealed: bytes) -> None:
+        """Post one index article (``sealed``, padded) under the Message-ID of ``nonce``."""
+        payload = padded(sealed)
+        mid = part_message_id(locator_key, nonce, 0)
+        post(mid, payload)
+        self.posted_ids.append(mid)
+        self.bytes_posted += len(payload)
+
 
 def known_layout(catalog: apsw.Connection, share_pk: int) -> tuple[dict[bytes, TableEntry], dict[bytes, int]]:
     """The share's current chunk rows: chunk id -> where it is, and pack nonce -> its size."""
@@ -121,12 +129,8 @@ class _Packer:
     def flush(self) -> None:
         if not self.buf:
             return
-        payload = padded(bytes(self.buf))
-        mid = part_message_id(self.locator_key, self.nonce, 0)
-        self.post(mid, payload)
-        self.posting.posted_ids.append(mid)
+        self.posting.send(self.post, self.locator_key, self.nonce, bytes(self.buf))
         self.posting.packs[self.nonce] = len(self.buf)
-        self.posting.bytes_posted += len(payload)
         self.buf = bytearray()
         self.nonce = os.urandom(16)
 
@@ -162,11 +166,7 @@ def post_index(
     for i, start in enumerate(range(0, max(len(compressed), 1), PART_CHUNK)):
         nonce = os.urandom(16)
         sealed = seal_table_piece(share_key, locator_key, nonce, i, compressed[start:start + PART_CHUNK])
-        mid = part_message_id(locator_key, nonce, 0)
-        payload = padded(sealed)
-        post(mid, payload)
-        posting.posted_ids.append(mid)
-        posting.bytes_posted += len(payload)
+        posting.send(post, locator_key, nonce, sealed)
         pieces.append(TablePiece(nonce, len(sealed), hashlib.sha256(sealed).digest()))
     posting.ref = IndexRef(table=tuple(pieces), table_bytes=len(table), chunks=len(posting.entries),
                            plain_bytes=plain_bytes)

@@ -109,18 +109,11 @@ class RootFinder:
                     f"gave up looking for this share's newest version after {MAX_ROOT_FETCHES} root articles"
                 )
             self.fetches += 1
-            body = self.conn.body(mid, max_bytes=ROOT_MAX_BYTES * 2)
-            if body is None:
-                continue  # gone between STAT and BODY
-            payload, _name, crc_ok = decode_yenc_article(body)
-            if not crc_ok:
-                continue
-            try:
-                result = open_root(self.locator_key, version, payload, self.signer, self.kind)
+            root = root_at(self.conn, mid, self.locator_key, version, self.signer, self.kind)
+            if root is not None:
                 self.root_ids[version] = mid
+                result = root
                 break
-            except TamperedError:
-                continue  # junk (or a forgery) at this slot: the publisher moved on to the next
         self._seen[version] = result
         return result
 
@@ -159,6 +152,20 @@ class RootFinder:
         if not isinstance(found, Root):
             raise ShareNotFoundError(f"version {version} of this share is not on the server")
         return found
+
+
+def root_at(conn: Connection, mid: str, locator_key: bytes, version: int, signer: bytes, kind: str) -> Root | None:
+    """The verified root of ``version`` at ``mid``, or None: missing, damaged, junk or a forgery there."""
+    body = conn.body(mid, max_bytes=ROOT_MAX_BYTES * 2)
+    if body is None:
+        return None
+    payload, _name, crc_ok = decode_yenc_article(body)
+    if not crc_ok:
+        return None
+    try:
+        return open_root(locator_key, version, payload, signer, kind)
+    except TamperedError:
+        return None
 
 
 def find_root(

@@ -5,13 +5,17 @@ kind (DESIGN.md §6):
 - public: the share ID carries a 32-byte secret; locator and share key both
   derive from it;
 - password: the share ID carries a 16-byte locator secret; a random share
-  key is wrapped by the password (scrypt) once, at creation;
+  key is wrapped by the password (Argon2id) once, at creation;
 - private: as password, but the key is wrapped anew at every publication for
   each recipient (ephemeral X25519), padded so the count is hidden.
-Revoking a recipient draws a new share key and publishes a new version.
+Revoking a recipient draws a new share key (forgetting the chunks sealed
+under the old one) and starts a new key epoch for the folder; the caller
+publishes the new version. A share made by an older usenetsync gets a new ID
+at its next publication (``upgrade_share_id``).
 
-Commit point: a share row is written at creation; its ``version`` only after
-``publish_version`` has posted and confirmed a complete version.
+Commit point: a share row is written at creation; its ``version`` and chunk
+rows only after ``publish_version`` has posted and confirmed a complete
+version, in one transaction.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from typing import Any
 
 from usenetsync_cli.core.identity import Identity, PublicIdentity
 from usenetsync_cli.core.keywrap import unwrap_for_recipient, unwrap_with_password, wrap_for_recipients, wrap_with_password
-from usenetsync_cli.core.shareid import OLD_PREFIXES, ShareId, locator_key, public_share_key, signer_of
+from usenetsync_cli.core.shareid import OLD_PREFIXES, ShareId, locator_key, new_share_id, public_share_key, signer_of
 from usenetsync_cli.errors import ConfigError, NotFoundError
 from usenetsync_cli.nntp import Connection, ServerSpec
 from usenetsync_cli.pipeline.publish import Published, ShareSecrets, publish_version
 from usenetsync_cli.pipeline.publish_index import forget_layout, save_layout
+from usenetsync_cli.pipeline.reader_state import ReaderState
 from usenetsync_cli.pipeline.share_index import OpenedIndex, find_root, iter_records, open_index
 from usenetsync_cli.store import catalog
 from usenetsync_cli.store.state import State
@@ -105,8 +110,7 @@ def create_share(
         raise ConfigError(f"unknown share kind {kind!r}")
     if state.catalog.execute("SELECT 1 FROM shares WHERE name=?", (name,)).fetchall():
         raise ConfigError(f"a share named {name!r} exists", hint="pick another --name")
-    secret = os.urandom(32 if kind == "public" else 16)
-    sid = ShareId(kind=kind, signer=signer_of(identity.public().sign_pub), secret=secret)
+    sid = new_share_id(kind, signer_of(identity.public().sign_pub))  # type: ignore[arg-type]
     key_wrap = b""
     if kind == "public":
         share_key = public_share_key(sid)
@@ -138,8 +142,7 @@ def upgrade_share_id(state: State, share: Share, identity: Identity) -> Share:
     """
     if not share.share_id.startswith(OLD_PREFIXES):
         return share
-    secret = os.urandom(32 if share.kind == "public" else 16)
-    sid = ShareId(kind=share.kind, signer=signer_of(identity.public().sign_pub), secret=secret)  # type: ignore[arg-type]
+    sid = new_share_id(share.kind, signer_of(identity.public().sign_pub))  # type: ignore[arg-type]
     key = public_share_key(sid) if share.kind == "public" else share.share_key
     with state.catalog:
         state.catalog.execute("UPDATE shares SET share_id=?, share_key=?, version=0 WHERE share_pk=?",
@@ -246,6 +249,12 @@ class OpenedShare:
     share_key: bytes
     locator_key: bytes
     tag: str  # names this share (not its secret) in a reader's pin: hex of SHA-256(locator)[:16]
+    pinned: int = 0  # the highest version the destination had verified before (0: none, or not asked)
+
+    @property
+    def rolled_back(self) -> bool:
+        """An older version than the destination had (only with ``allow_rollback``): delete nothing."""
+        return self.index.version < self.pinned
 
     def records(self) -> Iterator[list[Any]]:
         return iter_records(self.index)
@@ -283,4 +292,19 @@ def open_share(
         key = unwrap_for_recipient(root.key_wrap, identity())
     # The key is checked before the index is fetched: a wrong password costs no download.
     index = open_index(conn, lk, key, root, spool_dir)
-    return OpenedShare(index=index, share_key=key, locator_key=lk, tag=share_tag(share_id_text))
+    return OpenedShare(index=index, share_key=key, locator_key=lk, tag=share_tag(share_id_text), pinned=pinned)
+
+
+def open_share_into(
+    reader: ReaderState, conn: Connection, share_id_text: str, *, password: Callable[[], str],
+    identity: Callable[[], Identity], allow_rollback: bool = False,
+) -> OpenedShare:
+    """``open_share`` for a destination: from the version it pinned; pins what verified (before any file is
+    touched), keeps only this index and starts resume progress for it."""
+    pinned = reader.pinned(share_tag(share_id_text))
+    opened = open_share(conn, share_id_text, reader.spool_dir, password=password, identity=identity, pinned=pinned,
+                        allow_rollback=allow_rollback)
+    reader.pin(opened.tag, opened.index.version)
+    reader.keep_only_spool(opened.index.spool)
+    reader.start_version(opened.index.root.index.digest())
+    return opened

@@ -43,6 +43,7 @@ STABLE = {
     "RollbackError": 24,
     "PasswordTooShortError": 25,
     "RecoveryPhraseError": 26,
+    "ForgottenVersionError": 27,
     "LockedError": 75,
     "InterruptedByUser": 130,
     "TerminatedError": 143,

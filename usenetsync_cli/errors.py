@@ -247,6 +247,14 @@ class RecoveryPhraseError(ConfigError):
     describes = "a recovery-phrase word is not in the wordlist, or its checksum fails"
 
 
+class ForgottenVersionError(NotFoundError):
+    """A backup version was dropped from the catalog by `forget`."""
+
+    exit_code = 27
+    hint = "list the versions that are kept with `usenetsync backups NAME`"
+    describes = "the backup version asked for was forgotten (usenetsync forget)"
+
+
 class LockedError(UsenetSyncError):
     """Another usenetsync process holds the home-wide lock."""
 

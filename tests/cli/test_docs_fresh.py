@@ -148,7 +148,7 @@ def test_bash_completion_answers_through_main() -> None:
     env = {
         **os.environ,
         "_USENETSYNC_COMPLETE": "complete_bash",
-        "COMP_WORDS": "usenetsync st",
+        "COMP_WORDS": "usenetsync statu",
         "COMP_CWORD": "1",
     }
     proc = subprocess.run(

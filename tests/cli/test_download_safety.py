@@ -279,8 +279,8 @@ def test_publisher_refuses_a_layout_that_does_not_resolve(
 
     monkeypatch.setattr(pub, "iter_records", broken)
     posted: list[str] = []
-    real_post = pub._post_article
-    monkeypatch.setattr(pub, "_post_article", lambda *a: posted.append("index") or real_post(*a))
+    real_post = pub.post_article
+    monkeypatch.setattr(pub, "post_article", lambda *a: posted.append("index") or real_post(*a))
     assert users.as_("alice", "index", str(src)).code == 0
     assert users.as_("alice", "share", "create", str(src), "--public", "--name", "s").code == 0
     r = users.as_("alice", "upload", str(src), "--segment-size", "16384")

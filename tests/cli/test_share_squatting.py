@@ -37,14 +37,14 @@ class _Posted:
 
         self.ids: list[str] = []
         self.sizes: list[int] = []
-        real = publish._post_article
+        real = publish.post_article
 
         def spy(conn, mid, payload, groups, names):  # type: ignore[no-untyped-def]
             real(conn, mid, payload, groups, names)
             self.ids.append(mid)
             self.sizes.append(len(payload))
 
-        monkeypatch.setattr(publish, "_post_article", spy)
+        monkeypatch.setattr(publish, "post_article", spy)
 
     def take(self) -> list[str]:
         out, self.ids, self.sizes = self.ids, [], []
@@ -58,7 +58,7 @@ class _Posted:
 def _change(users: Users, src: Path, n: int) -> None:
     (src / f"change-{n}.bin").write_bytes(os.urandom(5_000))
     assert users.as_("alice", "index", str(src)).code == 0
-    assert users.as_("alice", "upload", str(src), "--redundancy", "0").code == 0
+    assert users.as_("alice", "upload", str(src), "--redundancy", "0", "--no-backup").code == 0  # shares only
 
 
 def _published(users: Users, tmp_path: Path) -> tuple[Path, str, bytes]:

@@ -36,6 +36,13 @@ from usenetsync_cli.cli.keys import keys_app
 from usenetsync_cli.cli.share import share_app
 from usenetsync_cli.cli.nzb import nzb_app
 from usenetsync_cli.cli import verify as verify_cmd
+from usenetsync_cli.cli import adopt as adopt_cmd
+from usenetsync_cli.cli import backups as backups_cmd
+from usenetsync_cli.cli import diff as diff_cmd
+from usenetsync_cli.cli import forget as forget_cmd
+from usenetsync_cli.cli import ls as ls_cmd
+from usenetsync_cli.cli import restore as restore_cmd
+from usenetsync_cli.cli.state import state_app
 from usenetsync_cli.entry import stop_signals
 from usenetsync_cli.errors import (
     EXIT_INTERNAL,
@@ -87,10 +94,17 @@ app.command("status")(status_cmd.status)
 app.command("upload")(upload_cmd.upload)
 app.command("download")(download_cmd.download)
 app.command("verify")(verify_cmd.verify)
+app.command("backups")(backups_cmd.backups)
+app.command("restore")(restore_cmd.restore)
+app.command("ls")(ls_cmd.ls)
+app.command("diff")(diff_cmd.diff)
+app.command("forget")(forget_cmd.forget)
+app.command("adopt")(adopt_cmd.adopt)
 app.add_typer(server_app, name="server")
 app.add_typer(keys_app, name="keys")
 app.add_typer(share_app, name="share")
 app.add_typer(nzb_app, name="nzb")
+app.add_typer(state_app, name="state")
 
 
 def cli() -> Command:

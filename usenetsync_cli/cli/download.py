@@ -13,7 +13,7 @@ import getpass
 import os
 import sys
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Optional, TextIO
 
@@ -22,6 +22,7 @@ import typer
 from usenetsync_cli.cli.common import JsonOpt, Output, human_bytes
 from usenetsync_cli.cli.share import PassphraseOpt, read_password
 from usenetsync_cli.config import Config
+from usenetsync_cli.core.identity import Identity
 from usenetsync_cli.core.shareid import ShareId
 from usenetsync_cli.errors import (
     SHARE_ID_RE,
@@ -32,6 +33,7 @@ from usenetsync_cli.errors import (
 )
 from usenetsync_cli.nntp import ServerSpec
 from usenetsync_cli.pipeline.destination import Destination, replaced_folder
+from usenetsync_cli.pipeline.backup_read import filter_records
 from usenetsync_cli.pipeline.download import DownloadOptions, DownloadSummary, download_records
 from usenetsync_cli.pipeline.reader_state import ReaderState, dest_key
 from usenetsync_cli.pipeline.poster import open_connection
@@ -148,16 +150,11 @@ def download(
             migrated = reader.migrate_legacy()
             if migrated:
                 out.say(f"moved the state of an earlier usenetsync out of {dest} ({migrated:,} paths it wrote)")
-            summary = _fetch_share(out, home, reader, spec, share_id, dest, opts, password_file, passphrase_file, json_out,
+            summary = fetch_share(out, home, reader, spec, share_id, dest, opts, password_file, passphrase_file, json_out,
                                    allow_rollback)
         finally:
             reader.close()
-    _render(out, summary)
-    if summary.damaged_count:
-        raise DownloadIncompleteError(
-            f"{summary.damaged_count:,} file(s) could not be completed: {summary.damaged[0]}"
-            + (" …" if summary.damaged_count > 1 else "")
-        )
+    render(out, summary)
     if summary.conflict_copies or summary.kept:
         first = (summary.conflict_copies + summary.kept)[0]
         raise SyncConflictError(
@@ -224,17 +221,19 @@ def _read_share_id(source: str, arg: str | None, id_file: Path | None, env: Mapp
     return line.strip()
 
 
-def _fetch_share(
+def fetch_share(
     out: Output, home: Home, reader: ReaderState, spec: ServerSpec, share_id: str, dest: Path, opts: DownloadOptions,
-    password_file: Path | None, passphrase_file: Path | None, json_out: bool, allow_rollback: bool = False,
+    password_file: Path | None, passphrase_file: Path | None, json_out: bool, allow_rollback: bool = False, *,
+    version: int | None = None, include: list[str] | None = None, identity: Callable[[], Identity] | None = None,
 ) -> DownloadSummary:
+    """Open the share (``version``: exactly that one) and write it into ``dest``; ``include``: only those paths."""
     conn = open_connection(spec)
     try:
         opened = open_share_into(
             reader, conn, share_id,
             password=lambda: read_password(password_file),
-            identity=lambda: load_identity(home, passphrase_file),
-            allow_rollback=allow_rollback,
+            identity=identity or (lambda: load_identity(home, passphrase_file)),
+            allow_rollback=allow_rollback or version is not None, version=version,
         )
         conn.quit()
     finally:
@@ -248,9 +247,10 @@ def _fetch_share(
     out.say(f"share version {ix.version}: index verified ({ix.root.index.chunks:,} chunks, {ix.chunks_fetched:,}"
             f" fetched in {ix.articles_fetched:,} articles)")
     replaced = replaced_folder(home.state_dir, dest_key(reader.dest))
+    records = opened.records if not include else filter_records(opened.records, include)
     try:
         run = lambda cb: download_records(  # noqa: E731 - the same call with or without a bar
-            opened.records, dest, spec, reader, version=opened.index.version, replaced_root=replaced, opts=opts,
+            records, dest, spec, reader, version=opened.index.version, replaced_root=replaced, opts=opts,
             progress=cb,
         )
         return _with_progress(out, run) if out.interactive and not json_out else run(None)
@@ -278,7 +278,16 @@ def _with_progress(out: Output, run):  # type: ignore[no-untyped-def]
         return run(update)
 
 
-def _render(out: Output, s: DownloadSummary) -> None:
+def render(out: Output, s: DownloadSummary) -> None:
+    """The summary (stdout), then DownloadIncompleteError if a file could not be completed."""
+    _render_summary(out, s)
+    if s.damaged_count:
+        raise DownloadIncompleteError(
+            f"{s.damaged_count:,} file(s) could not be completed: {s.damaged[0]}" + (" …" if s.damaged_count > 1 else "")
+        )
+
+
+def _render_summary(out: Output, s: DownloadSummary) -> None:
     out.emit("download.summary", **s.to_dict())
     if out.json:
         return

@@ -34,6 +34,12 @@ def _when(ns: int | None) -> str:
     return dt.datetime.fromtimestamp(ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _backup(f: dict[str, Any]) -> str:
+    if not f["backup_version"]:
+        return "-"
+    return f"v{f['backup_version']}"
+
+
 def render(out: Output, r: StatusReport) -> None:
     out.emit("status.home", config_dir=r.config_dir, state_dir=r.state_dir, catalog_bytes=r.catalog_bytes)
     for sh in r.shards:
@@ -72,6 +78,14 @@ def render(out: Output, r: StatusReport) -> None:
                 _when(f["last_indexed_ns"]),
             )
         out.data(ft)
+        if any(f["backup_version"] for f in r.folders):
+            bt = Table(title="backups", title_justify="left")
+            for col in ("folder", "version", "published", "covers the state as last indexed"):
+                bt.add_column(col)
+            for f in r.folders:
+                bt.add_row(str(f["folder_id"]), _backup(f), _when(f["backup_published_ns"]),
+                           "yes" if f["backup_covered"] else "no: upload to back up the changes")
+            out.data(bt)
     else:
         out.data("no folders indexed yet: run `usenetsync index PATH`")
     if r.jobs:

@@ -58,6 +58,11 @@ def upload(
             " cannot find or read it (share revoke does this too).",
         ),
     ] = False,
+    backup: Annotated[
+        bool,
+        typer.Option("--backup/--no-backup", help="After a complete upload, publish the folder's state as a backup"
+                     " version for your identity (nothing is posted when it did not change)."),
+    ] = True,
     json_out: JsonOpt = False,
     lock_wait: LockWaitOpt = 0.0,
 ) -> None:
@@ -70,6 +75,11 @@ def upload(
     checkpointed continuously: after Ctrl-C, a crash or `kill -9`, run the
     same command (or `upload --resume`) and it continues where it stopped.
     Running it on a finished folder posts nothing.
+
+    With an identity made from a recovery phrase (`usenetsync keys init`),
+    a complete upload that changed the folder also publishes it as a backup
+    version that only that identity can find and read: `usenetsync backups`,
+    `restore` and `adopt` then work from the phrase alone.
 
     Examples:
 
@@ -112,6 +122,8 @@ def upload(
             _recovery(out, state, folder, specs[0], redundancy, overlap)
         if summary.complete:
             _publish_pending(out, state, folder, server)
+            if backup:
+                run_backup(out, state, folder, server, quiet_without_identity=True)
     if summary.complete and summary.unstable_count:
         first = summary.unstable[0] if summary.unstable else "?"
         raise SourceChangedError(
@@ -193,6 +205,45 @@ def _publish_pending(out: Output, state: State, folder: catalog.Folder, server: 
         # A share made by an older usenetsync is republished under a new ID (readers cannot use the old one).
         if share.version == 0 or share.share_id.startswith(OLD_PREFIXES):
             try_publish(out, state, share, None, server)
+
+
+def run_backup(out: Output, state: State, folder: catalog.Folder, server: str | None, *,
+               quiet_without_identity: bool = False) -> None:
+    """Publish the folder's backup version; a missing identity or phrase is said, not raised (upload's case)."""
+    from usenetsync_cli.core.identity import NoRecoveryPhraseError
+    from usenetsync_cli.errors import CryptoError
+    from usenetsync_cli.pipeline.backup import publish_backup
+    from usenetsync_cli.pipeline.publish import NotUploadedError
+    from usenetsync_cli.store.keystore import load_identity
+
+    try:
+        identity = load_identity(state.home, None)
+        identity.backup_key()
+    except NotFoundError:
+        if not quiet_without_identity:
+            raise
+        out.emit("backup.skipped", reason="no identity")
+        out.say("not backed up: there is no identity (make one from a recovery phrase with `usenetsync keys init`)")
+        return
+    except (NoRecoveryPhraseError, ConfigError, CryptoError) as e:
+        if not quiet_without_identity:
+            raise
+        out.emit("backup.skipped", reason=e.message)
+        out.say(f"not backed up: {e.message}" + (f" (hint: {e.hint})" if e.hint else ""))
+        return
+    spec = Config.load(state.home).posting_servers(server)[0].spec()
+    try:
+        r = publish_backup(state, folder, identity, spec)
+    except NotUploadedError as e:
+        out.emit("backup.pending", reason=e.message)
+        out.say(f"not backed up yet: {e.message}")
+        return
+    out.emit("backup.published" if r.published else "backup.unchanged", **r.to_dict())
+    if r.published:
+        out.say(f"backup {r.label!r} version {r.version} published ({r.articles:,} articles,"
+                f" {r.index_bytes / 1e3:,.0f} KB of index)")
+    else:
+        out.say(f"backup {r.label!r} is up to date (version {r.version}); nothing posted")
 
 
 def _pick_folder(state: State, path: Path | None, resume: bool) -> catalog.Folder:

@@ -9,6 +9,7 @@ import typer
 
 from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, open_state
 from usenetsync_cli.cli.share import try_publish
+from usenetsync_cli.cli.upload import run_backup
 from usenetsync_cli.config import Config
 from usenetsync_cli.errors import ConfigError, DataLostError, UsenetSyncError, VerifyRepairableError
 from usenetsync_cli.pipeline.repair import repair_folder
@@ -106,6 +107,9 @@ def verify(
                 for sh in list_shares(state, fid):
                     if needs_republish(state, sh) or sh.name in index_lost:
                         try_publish(out, state, sh, None, server)
+                # The newest backup version named the lost articles: the next one names their new copies.
+                if any(needs_republish(state, b) for b in list_shares(state, fid, backups=True)):
+                    run_backup(out, state, folder, server, quiet_without_identity=True)
             elif index_lost:
                 missing_total += len(index_lost)
             if s.errors:

@@ -23,6 +23,7 @@ A crash before 4 leaves orphan articles and the old version current; readers
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -239,6 +240,8 @@ class Published:
     unstable: list[str] = field(default_factory=list)
     posting: IndexPosting | None = None  # its chunk layout (saved with the version: publish_index.save_layout)
     new_id: bool = False  # the share had an ID of an older format and got a new one (show it: share show --show-id)
+    digest: bytes = b""  # SHA-256 of the version's record stream
+    unchanged: bool = False  # the records equal the last version's (``unchanged`` digest): nothing was posted
 
 
 @dataclass(frozen=True)
@@ -250,7 +253,7 @@ class ShareSecrets:
     share_pk: int = 0  # whose chunk rows a version may reuse (0: none)
 
 
-def _post_article(conn: Connection, mid: str, payload: bytes, groups: tuple[str, ...], names: WireNames) -> None:
+def post_article(conn: Connection, mid: str, payload: bytes, groups: tuple[str, ...], names: WireNames) -> None:
     bufs = build_article(
         message_id=mid, subject=names.subject(), poster=names.poster(message_domain(mid)), newsgroups=groups,
         date=format_date(time.time()), payload=payload, yenc_name=names.yenc_name(),
@@ -269,6 +272,7 @@ def publish_version(
     sign_pub: bytes,
     box_pub: bytes,
     key_wrap_for_version: Callable[[], bytes],
+    unchanged: bytes | None = None,
 ) -> Published:
     """Post one complete version (parts once, then the root at the first free slot). Returns what was published.
 
@@ -277,7 +281,9 @@ def publish_version(
     by junk moves the root to the next slot; one taken by our own verified
     root (a crashed publication) to the next version; the index is never
     posted twice. After ``_ROOT_VERSIONS`` versions of taken slots: a clear
-    error, not a loop.
+    error, not a loop. ``unchanged``: the digest of the last version's
+    records; when this version's are the same, nothing is posted
+    (``Published.unchanged``, version ``version - 1``).
     """
     from usenetsync_cli.pipeline.settle import settle_folder
     from usenetsync_cli.pipeline.upload import folder_context
@@ -289,12 +295,15 @@ def publish_version(
     with tempfile.TemporaryFile(dir=tmpdir) as spool:
         skipped: list[str] = []
         held: list[str] = []
-        check = _spool_checked(iter_records(state, folder, skipped, held), spool)
+        check, digest = _spool_checked(iter_records(state, folder, skipped, held), spool)
+        if unchanged is not None and digest == unchanged:
+            return Published(version=version - 1, parts=0, index_bytes=0, records=check.records, skipped=skipped,
+                             unstable=held, files=check.files, bytes=check.bytes, digest=digest, unchanged=True)
         conn = open_connection(spec)
         try:
             known, packs = known_layout(state.catalog, secrets.share_pk) if secrets.share_pk else ({}, {})
             posting = post_index(
-                conn, lambda mid, payload: _post_article(conn, mid, payload, spec.groups, WireNames.fresh()), spool,
+                conn, lambda mid, payload: post_article(conn, mid, payload, spec.groups, WireNames.fresh()), spool,
                 share_key=secrets.share_key, locator_key=secrets.locator_key, known=known,
                 packs=packs,
             )
@@ -306,7 +315,7 @@ def publish_version(
             for v in range(version, version + _ROOT_VERSIONS):
                 root = Root(kind=secrets.kind, version=v, created=int(time.time()), sign_pub=sign_pub,
                             box_pub=box_pub, key_wrap=key_wrap, index=ref)
-                mid = _post_root(conn, secrets.locator_key, root, sign, signer, spec.groups)
+                mid = post_root(conn, secrets.locator_key, root, sign, signer, spec.groups)
                 if mid is None:
                     continue
                 if not conn.stat(mid):
@@ -314,7 +323,7 @@ def publish_version(
                 conn.quit()
                 return Published(version=v, parts=len(posting.posted_ids), index_bytes=posting.bytes_posted,
                                  records=check.records, skipped=skipped, unstable=held, files=check.files,
-                                 bytes=check.bytes, posting=posting)
+                                 bytes=check.bytes, posting=posting, digest=digest)
         finally:
             conn.close()
     raise NotUploadedError(
@@ -324,7 +333,7 @@ def publish_version(
     )
 
 
-def _post_root(
+def post_root(
     conn: Connection, locator_key: bytes, root: Root, sign: Callable[[bytes], bytes], signer: bytes,
     groups: tuple[str, ...],
 ) -> str | None:
@@ -332,7 +341,7 @@ def _post_root(
     for slot in range(ROOT_SLOTS):
         mid = root_message_id(locator_key, root.version, slot)
         try:
-            _post_article(conn, mid, seal_root(locator_key, root, sign), groups, WireNames.fresh())
+            post_article(conn, mid, seal_root(locator_key, root, sign), groups, WireNames.fresh())
             return mid
         except DuplicateArticle:
             if root_at(conn, mid, locator_key, root.version, signer, root.kind) is not None:
@@ -340,23 +349,27 @@ def _post_root(
     return None  # every slot holds junk: readers skip this version, and so do we
 
 
-def _spool_checked(records: Iterator[list[Any]], spool: Any) -> LayoutCheck:
+def _spool_checked(records: Iterator[list[Any]], spool: Any) -> tuple[LayoutCheck, bytes]:
     """Write the version's record lines into ``spool``, proving that its layout resolves; nothing is posted yet.
+    Returns the check and SHA-256 of the lines.
 
     A version whose layout does not resolve is a bug of this program: it is
     refused (exit 1) before a single article leaves.
     """
     check = LayoutCheck()
+    digest = hashlib.sha256()
     for rec in records:
         check.add(rec)
-        spool.write(dumps_record(rec))
+        line = dumps_record(rec)
+        digest.update(line)
+        spool.write(line)
     check.finish()
     if check.problem is not None:
         raise UsenetSyncError(
             f"refusing to publish a share version whose layout does not resolve: {check.problem}",
             hint="nothing was posted; this is a bug of usenetsync: rerun with USENETSYNC_DEBUG=1 and report it",
         )
-    return check
+    return check, digest.digest()
 
 
 _ROOT_VERSIONS = 16

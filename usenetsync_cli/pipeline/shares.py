@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from usenetsync_cli.core.backup import BACKUP_SHARE_PREFIX
 from usenetsync_cli.core.identity import Identity, PublicIdentity
 from usenetsync_cli.core.keywrap import unwrap_for_recipient, unwrap_with_password, wrap_for_recipients, wrap_with_password
 from usenetsync_cli.core.shareid import OLD_PREFIXES, ShareId, locator_key, new_share_id, public_share_key, signer_of
@@ -84,9 +85,11 @@ def _row(r: tuple[Any, ...]) -> Share:
     return Share(*vals)
 
 
-def list_shares(state: State, folder_id: int | None = None) -> list[Share]:
-    q = f"SELECT {_COLS} FROM shares" + (" WHERE folder_id=?" if folder_id is not None else "") + " ORDER BY share_pk"
-    return [_row(r) for r in state.catalog.execute(q, (folder_id,) if folder_id is not None else ())]
+def list_shares(state: State, folder_id: int | None = None, *, backups: bool = False) -> list[Share]:
+    """The folder's (or every) share; ``backups``: the backup shares instead (pipeline/backup.py)."""
+    q = f"SELECT {_COLS} FROM shares WHERE backup=?" + (" AND folder_id=?" if folder_id is not None else "")
+    args = (int(backups), folder_id) if folder_id is not None else (int(backups),)
+    return [_row(r) for r in state.catalog.execute(q + " ORDER BY share_pk", args)]
 
 
 def get_share(state: State, name: str) -> Share:
@@ -110,6 +113,8 @@ def create_share(
         raise ConfigError(f"unknown share kind {kind!r}")
     if state.catalog.execute("SELECT 1 FROM shares WHERE name=?", (name,)).fetchall():
         raise ConfigError(f"a share named {name!r} exists", hint="pick another --name")
+    if name.startswith(BACKUP_SHARE_PREFIX):
+        raise ConfigError(f"share names starting with {BACKUP_SHARE_PREFIX!r} are kept for backups", hint="pick another --name")
     sid = new_share_id(kind, signer_of(identity.public().sign_pub))  # type: ignore[arg-type]
     key_wrap = b""
     if kind == "public":
@@ -151,11 +156,12 @@ def upgrade_share_id(state: State, share: Share, identity: Identity) -> Share:
     return get_share(state, share.name)
 
 
-def publish(state: State, share: Share, identity: Identity, spec: ServerSpec) -> Published:
+def publish(state: State, share: Share, identity: Identity, spec: ServerSpec, *, if_changed: bool = False) -> Published:
     """Publish the next version of ``share`` (the folder must be fully uploaded).
 
     A share made by an older usenetsync gets a new ID first (``upgrade_share_id``);
-    ``Published.new_id`` says so.
+    ``Published.new_id`` says so. ``if_changed``: post nothing when the
+    records equal the last version's (``Published.unchanged``).
     """
     old_format = share.share_id.startswith(OLD_PREFIXES)
     if old_format:
@@ -182,21 +188,29 @@ def publish(state: State, share: Share, identity: Identity, spec: ServerSpec) ->
     result = publish_version(
         state, folder, secrets, version=share.version + 1, spec=spec, sign=identity.sign,
         sign_pub=pub.sign_pub, box_pub=pub.box_pub, key_wrap_for_version=key_wrap,
+        unchanged=_digest(state, share) if if_changed else None,
     )
+    if result.unchanged:
+        return result
     check = {"version": result.version, "records": result.records, "files": result.files, "bytes": result.bytes,
              "resolved": True, "held": len(result.unstable), "skipped": len(result.skipped),
              "checked_ns": time.time_ns()}
     with state.catalog:
         state.catalog.execute(
-            "UPDATE shares SET version=?, published_ns=?, files=?, bytes=?, index_parts=?, layout_check=?"
+            "UPDATE shares SET version=?, published_ns=?, files=?, bytes=?, index_parts=?, layout_check=?, digest=?"
             " WHERE share_pk=?",
             (result.version, time.time_ns(), result.files, result.bytes, result.parts, json.dumps(check),
-             share.share_pk),
+             result.digest, share.share_pk),
         )
         if result.posting is not None:
             save_layout(state.catalog, share.share_pk, result.posting)
     result.new_id = old_format
     return result
+
+
+def _digest(state: State, share: Share) -> bytes | None:
+    rows = state.catalog.execute("SELECT digest FROM shares WHERE share_pk=?", (share.share_pk,)).fetchall()
+    return rows[0][0] if rows and share.version else None
 
 
 def layout_check(state: State, share: Share) -> dict[str, Any] | None:
@@ -297,13 +311,14 @@ def open_share(
 
 def open_share_into(
     reader: ReaderState, conn: Connection, share_id_text: str, *, password: Callable[[], str],
-    identity: Callable[[], Identity], allow_rollback: bool = False,
+    identity: Callable[[], Identity], allow_rollback: bool = False, version: int | None = None,
 ) -> OpenedShare:
     """``open_share`` for a destination: from the version it pinned; pins what verified (before any file is
-    touched), keeps only this index and starts resume progress for it."""
+    touched), keeps only this index and starts resume progress for it. ``version``: exactly that one (a
+    restore of an older backup version: the pin keeps the highest seen)."""
     pinned = reader.pinned(share_tag(share_id_text))
     opened = open_share(conn, share_id_text, reader.spool_dir, password=password, identity=identity, pinned=pinned,
-                        allow_rollback=allow_rollback)
+                        allow_rollback=allow_rollback, version=version)
     reader.pin(opened.tag, opened.index.version)
     reader.keep_only_spool(opened.index.spool)
     reader.start_version(opened.index.root.index.digest())

@@ -105,7 +105,7 @@ def translate(exc: BaseException, where: Path | str | None = None) -> UsenetSync
     if isinstance(exc, (apsw.CorruptError, apsw.NotADBError)):
         return StateError(
             f"the state database is corrupt{place}",
-            hint="restore the home folder from a backup, or move it aside and index again",
+            hint="`usenetsync state repair` rebuilds a damaged shard from the folder's newest backup on the server",
         )
     if isinstance(exc, apsw.BusyError):
         return StateError(f"the state database stayed locked{place}", hint="is another program using it?")

@@ -61,7 +61,7 @@ def collect_status(state: State, runs: int = 8) -> StatusReport:
             last = r[0][0] if r else None
         rep.folders.append(
             {"folder_id": f.folder_id, "path": f.display_path, "files": f.files, "bytes": f.bytes, "dirs": f.dirs,
-             "last_indexed_ns": last}
+             "last_indexed_ns": last, **backup_status(state, f.folder_id, last)}
         )
     paths = {f["folder_id"]: f["path"] for f in rep.folders}
     for job in jobs.list_jobs(state.catalog):
@@ -69,7 +69,7 @@ def collect_status(state: State, runs: int = 8) -> StatusReport:
         rep.jobs.append(job)
     health: dict[int, dict[str, Any]] = {}
     for sh_name, kind, version, folder_id in state.catalog.execute(
-        "SELECT name, kind, version, folder_id FROM shares ORDER BY share_pk"
+        "SELECT name, kind, version, folder_id FROM shares WHERE backup=0 ORDER BY share_pk"
     ).fetchall():
         if folder_id not in health:
             health[folder_id] = folder_health(state, folder_id)
@@ -82,6 +82,20 @@ def collect_status(state: State, runs: int = 8) -> StatusReport:
              "summary": run.summary}
         )
     return rep
+
+
+def backup_status(state: State, folder_id: int, last_indexed_ns: int | None) -> dict[str, Any]:
+    """The folder's newest backup version and whether the state as last indexed is covered by it.
+
+    Covered: a backup run (publishing, or finding nothing changed) finished
+    after the last index run; an index run after it may have found changes.
+    """
+    rows = state.catalog.execute(
+        "SELECT s.version, s.published_ns, f.backup_covered_ns FROM folders f LEFT JOIN shares s"
+        " ON s.folder_id=f.folder_id AND s.backup=1 WHERE f.folder_id=?", (folder_id,)).fetchall()
+    version, published, covered = rows[0] if rows else (None, None, None)
+    return {"backup_version": version or 0, "backup_published_ns": published,
+            "backup_covered": bool(covered and (last_indexed_ns is None or covered >= last_indexed_ns))}
 
 
 def folder_health(state: State, folder_id: int) -> dict[str, Any]:

@@ -153,6 +153,34 @@ CATALOG_MIGRATIONS: list[Migration] = [
         PRIMARY KEY(share_pk, pack_nonce)
     ) WITHOUT ROWID;
     """,
+    # v8: backups (pipeline/backup.py). A folder's backup is a share row with backup=1 (a private share to
+    # its owner, keyed from the recovery phrase); ``digest`` is SHA-256 of the records a share's last
+    # version published (an unchanged folder posts nothing). ``backup_versions`` are the versions this
+    # machine published (the catalog on the server is the union over machines); ``backup_sync`` the
+    # digest of the local part of the catalog as last merged into the server's (equal: nothing to post).
+    # ``backup_covered_ns``: when the folder's state was last known to equal its newest backup version;
+    # ``adopting``: set while `adopt` rebuilds the folder's rows (a rerun finishes them).
+    """
+    ALTER TABLE shares ADD COLUMN backup INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE shares ADD COLUMN digest BLOB;
+    ALTER TABLE folders ADD COLUMN backup_covered_ns INTEGER;
+    ALTER TABLE folders ADD COLUMN label TEXT;
+    ALTER TABLE folders ADD COLUMN adopting INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE backup_versions(
+        folder_id INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        created_ns INTEGER NOT NULL,
+        files INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        PRIMARY KEY(folder_id, version)
+    ) WITHOUT ROWID;
+    CREATE TABLE backup_sync(
+        id INTEGER PRIMARY KEY CHECK(id=1),
+        local_digest BLOB NOT NULL,
+        version INTEGER NOT NULL,
+        synced_ns INTEGER NOT NULL
+    );
+    """,
 ]
 
 SHARD_MIGRATIONS: list[Migration] = [

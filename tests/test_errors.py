@@ -44,6 +44,7 @@ STABLE = {
     "PasswordTooShortError": 25,
     "RecoveryPhraseError": 26,
     "ForgottenVersionError": 27,
+    "CorruptStateError": 28,
     "LockedError": 75,
     "InterruptedByUser": 130,
     "TerminatedError": 143,

@@ -247,6 +247,14 @@ class RecoveryPhraseError(ConfigError):
     describes = "a recovery-phrase word is not in the wordlist, or its checksum fails"
 
 
+class CorruptStateError(StateError):
+    """A state database does not open or read as SQLite (a damaged disk, a truncated file)."""
+
+    exit_code = 28
+    hint = "`usenetsync state repair` rebuilds a damaged shard from the folder's newest backup on the server"
+    describes = "a state database is damaged (usenetsync state repair)"
+
+
 class ForgottenVersionError(NotFoundError):
     """A backup version was dropped from the catalog by `forget`."""
 

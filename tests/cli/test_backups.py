@@ -210,7 +210,7 @@ def test_state_repair_rebuilds_a_truncated_shard_without_reposting(
     with open(shard, "r+b") as f:
         f.truncate(shard.stat().st_size // 2)
     r = m.as_("a", "status")
-    assert r.code == 5 and "state repair" in r.err  # the damage is named, with the way out
+    assert r.code == 28 and "state repair" in r.err  # the damage is named, with the way out
     r = m.as_("a", "state", "repair", "--dry-run")
     assert r.code == 0 and f"{shard.stem}" in r.out
     r = m.as_("a", "state", "repair", "--json")
@@ -487,3 +487,89 @@ def test_verify_repair_publishes_a_backup_version_naming_the_new_copies(
     dest = tmp_path / "mended"
     assert m.as_("b", "restore", "Mend", str(dest)).code == 0
     assert snapshot(dest) == snapshot(src)
+
+
+def test_no_command_shows_a_backup_secret(machines: Machines, tmp_path: Path) -> None:
+    """The backup share ID, its key and the folder's keys are in the catalog, and nowhere in any output."""
+    from usenetsync_cli.pipeline.backup_read import backup_share_text, fetch_catalog
+    from usenetsync_cli.store.home import Home
+    from usenetsync_cli.config import Config
+    from usenetsync_cli.store.keystore import load_identity
+
+    m = machines
+    src = tmp_path / "Secret"
+    make_folder(src)
+    outputs = [upload(m, "a", src)]
+    m.as_("b", "status")
+    home = Home.resolve()
+    identity = load_identity(home)
+    _v, cat = fetch_catalog(next(iter(Config.load(home).servers.values())).spec(), identity, tmp_path / "spool")
+    entry = cat.find("Secret")
+    secrets = [backup_share_text(identity, entry), entry.folder_key.hex(), *(k.hex() for k in entry.epochs.values())]
+    dest = tmp_path / "out"
+    for args in (("backups", "--json"), ("backups", "Secret", "--check", "--json"), ("ls", "Secret", "--json"),
+                 ("restore", "Secret", str(dest), "--json"), ("adopt", str(dest), "--from", "Secret", "--json"),
+                 ("status", "--json"), ("backups",), ("status",)):
+        outputs.append(m.as_("b", *args))
+        assert outputs[-1].code == 0, outputs[-1].err
+    text = "".join(r.out + r.err for r in outputs).lower()
+    assert "secret" in text  # the label is there: the check reads the right output
+    for s in secrets:
+        assert s.lower() not in text
+
+
+def test_two_folders_with_one_name_get_distinct_backup_names(machines: Machines, tmp_path: Path) -> None:
+    m = machines
+    first, second = tmp_path / "x" / "Same", tmp_path / "y" / "Same"
+    for src in (first, second):
+        make_folder(src)
+        upload(m, "a", src)
+    listed = {x["label"]: Path(x["path"]) for x in m.as_("b", "backups", "--json").json_lines()}
+    labels = sorted(listed)
+    assert labels[0] == "Same" and labels[1].startswith("Same-") and len(labels) == 2
+    assert {listed[label] for label in labels} == {first, second}
+    for label in labels:
+        dest = tmp_path / "restored" / label
+        assert m.as_("b", "restore", label, str(dest)).code == 0
+        assert snapshot(dest) == snapshot(listed[label])
+
+
+def test_a_command_on_a_terminal_offers_to_repair_a_damaged_shard(machines: Machines, tmp_path: Path) -> None:
+    """`status` on a terminal, a truncated shard: it asks, `y` rebuilds it from the backup, then it runs."""
+    import pty
+    import select
+
+    m = machines
+    src = tmp_path / "Ask"
+    make_folder(src)
+    for i in range(20):
+        (src / f"f{i}.bin").write_bytes(os.urandom(20_000))
+    upload(m, "a", src)
+    shard = _largest_shard(m.home("a"))
+    for extra in ("-wal", "-shm"):
+        Path(str(shard) + extra).unlink(missing_ok=True)
+    with open(shard, "r+b") as f:
+        f.truncate(shard.stat().st_size // 2)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "usenetsync_cli", "status"], stdin=slave, stdout=slave,
+                            stderr=slave, env={**os.environ, "USENETSYNC_HOME": str(m.home("a"))})
+    os.close(slave)
+    seen = b""
+    answered = False
+    while True:
+        ready, _, _ = select.select([master], [], [], 120)
+        assert ready, f"no output from the command: {seen[-500:]!r}"
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the command ended and closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if not answered and b"[y/N]" in seen:
+            os.write(master, b"y\n")
+            answered = True
+    os.close(master)
+    assert proc.wait(timeout=60) == 0, seen.decode(errors="replace")[-2000:]
+    assert answered and b"corrupt" in seen and b"files taken from backup version 1" in seen
+    assert m.as_("a", "state", "repair").out.strip() == "every shard database is sound"

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from usenetsync_cli.errors import CorruptStateError
 from usenetsync_cli.store.home import Home
 from usenetsync_cli.store.lock import HomeLock
 from usenetsync_cli.store.state import State
@@ -67,15 +68,40 @@ class Output:
 
 @contextmanager
 def open_state(*, lock: bool, lock_wait: float = 0.0) -> Iterator[State]:
-    """Resolve the home, take the lock if the command writes, open the databases."""
+    """Resolve the home, take the lock if the command writes, open the databases.
+
+    A damaged shard database is offered for repair on a terminal (``state
+    repair``, from the folders' backups); elsewhere CorruptStateError names it.
+    """
     home = Home.resolve().ensure()
     if lock:
         with HomeLock(home.lock_path, wait=lock_wait):
-            with State.open(home) as state:
+            with _open_or_repair(home, locked=True) as state:
                 yield state
     else:
-        with State.open(home) as state:
+        with _open_or_repair(home, locked=False) as state:
             yield state
+
+
+def _open_or_repair(home: Home, *, locked: bool) -> State:
+    try:
+        return State.open(home)
+    except CorruptStateError as e:
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            raise
+        err = Console(stderr=True, highlight=False, soft_wrap=True)
+        err.print(f"usenetsync: {e.message}")
+        answer = input("rebuild the damaged shard database(s) from your backups on the server now? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            raise
+        from usenetsync_cli.cli.state import run_repair
+
+        if locked:
+            run_repair(Output(False), home, None, None)
+        else:
+            with HomeLock(home.lock_path):
+                run_repair(Output(False), home, None, None)
+        return State.open(home)
 
 
 def human_bytes(n: float) -> str:

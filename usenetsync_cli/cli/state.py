@@ -5,6 +5,7 @@ Owns the rendering; the work is pipeline/state_repair.py.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,6 +14,7 @@ from usenetsync_cli.cli.backups import ServerOpt, owner
 from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output
 from usenetsync_cli.cli.share import PassphraseOpt
 from usenetsync_cli.pipeline.state_repair import damaged_shards, repair_state
+from usenetsync_cli.store.home import Home
 from usenetsync_cli.store.lock import HomeLock
 
 state_app = typer.Typer(help="The local state: check and repair its databases.", no_args_is_help=True)
@@ -41,15 +43,26 @@ def repair(
       usenetsync state repair
     """
     out = Output(json_out)
-    who = owner(server, passphrase_file)
-    with HomeLock(who.home.lock_path, wait=lock_wait):
-        found = damaged_shards(who.home)
-        if dry_run or not found:
+    home = Home.resolve().ensure()
+    with HomeLock(home.lock_path, wait=lock_wait):
+        if dry_run:
+            found = damaged_shards(home)
             out.emit("state.check", damaged=found)
             out.data("every shard database is sound" if not found
                      else f"damaged shard database(s): {', '.join(f'{n:02d}' for n in found)}")
             return
-        s = repair_state(who.home, who.identity, who.spec, found)
+        run_repair(out, home, server, passphrase_file)
+
+
+def run_repair(out: Output, home: Home, server: str | None, passphrase_file: Path | None) -> None:
+    """Repair what is damaged and say what was done (the caller holds the home lock)."""
+    found = damaged_shards(home)
+    if not found:
+        out.emit("state.check", damaged=found)
+        out.data("every shard database is sound")
+        return
+    who = owner(server, passphrase_file)
+    s = repair_state(home, who.identity, who.spec, found)
     out.emit("state.repair", **s.to_dict())
     for f in s.folders:
         out.data(f"shard {f['shard']:02d}: {f['folder']}: {f['files_adopted']:,} files taken from backup version"

@@ -218,10 +218,12 @@ def sync_catalog(
 
 def _label_new_folders(state: State, local: Catalog, remote: Catalog, merged: Catalog) -> None:
     """A folder's label is fixed the first time it is listed: unique among the catalog's folders."""
-    for uid, entry in local.folders.items():
+    taken = Catalog(folders=dict(remote.folders))
+    for uid, entry in sorted(local.folders.items()):
         if uid in remote.folders:
             continue
-        label = unique_label(entry.label, uid, remote)
+        label = unique_label(entry.label, uid, taken)
+        taken.folders[uid] = entry
         merged.folders[uid].label = label
         entry.label = label
         with state.catalog:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import apsw
 
-from usenetsync_cli.errors import DiskFullError, StateError, UsenetSyncError
+from usenetsync_cli.errors import CorruptStateError, DiskFullError, StateError, UsenetSyncError
 
 Migration = str | Callable[[apsw.Connection], None]
 
@@ -103,10 +103,7 @@ def translate(exc: BaseException, where: Path | str | None = None) -> UsenetSync
     if isinstance(exc, (apsw.CantOpenError, apsw.ReadOnlyError, apsw.PermissionsError)):
         return StateError(f"cannot open or write the state database{place}: {exc}")
     if isinstance(exc, (apsw.CorruptError, apsw.NotADBError)):
-        return StateError(
-            f"the state database is corrupt{place}",
-            hint="`usenetsync state repair` rebuilds a damaged shard from the folder's newest backup on the server",
-        )
+        return CorruptStateError(f"the state database is corrupt{place}")
     if isinstance(exc, apsw.BusyError):
         return StateError(f"the state database stayed locked{place}", hint="is another program using it?")
     return None

@@ -94,9 +94,8 @@ def iter_records(
 
     links = _hard_links(state, fid, rel_of)
     for shard, conn in enumerate(state.shards):
-        for file_id, dir_id, name, kind, size, mtime, mode, target, gen, chash, planned, unstable, xattrs in (
-            conn.execute(_PRESENT_FILES, (fid,)).fetchall()
-        ):
+        for (file_id, dir_id, name, kind, size, mtime, mode, target, gen, chash, planned, unstable, xattrs, dsize,
+             dmtime) in conn.execute(_PRESENT_FILES, (fid,)).fetchall():
             path = rel_of(dir_id, name)
             if xattrs is not None and kind == 0 and (gen is not None or size == 0):
                 yield ["X", path, xattr_pairs(xattrs)]
@@ -106,7 +105,6 @@ def iter_records(
             elif gen is not None:
                 if unstable and held is not None:
                     held.append(path)
-                dsize, dmtime = conn.execute(_DONE_STAT, (file_id,)).fetchall()[0]
                 primary = links.get((shard, file_id))
                 if primary is not None:
                     yield ["H", path, primary, dsize, chash.hex(), dmtime, mode]
@@ -176,9 +174,9 @@ def _published_gen(f: str) -> str:
 
 _PRESENT_FILES = (
     f"SELECT file_id, dir_id, name, kind, size, mtime_ns, mode, target, {_published_gen('')}, content_hash,"
-    " plan_size IS NOT NULL, unstable, xattrs FROM files WHERE folder_id=? AND present=1 ORDER BY file_id"
+    " plan_size IS NOT NULL, unstable, xattrs, done_size, done_mtime_ns FROM files WHERE folder_id=? AND present=1"
+    " ORDER BY file_id"
 )
-_DONE_STAT = "SELECT done_size, done_mtime_ns FROM files WHERE file_id=?"
 _LINKED = (
     f"SELECT file_id, dir_id, name, inode, {_published_gen('')}, content_hash FROM files"
     " WHERE folder_id=? AND nlink>1 AND present=1 AND kind=0"

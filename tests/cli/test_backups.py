@@ -573,3 +573,22 @@ def test_a_command_on_a_terminal_offers_to_repair_a_damaged_shard(machines: Mach
     assert proc.wait(timeout=60) == 0, seen.decode(errors="replace")[-2000:]
     assert answered and b"corrupt" in seen and b"files taken from backup version 1" in seen
     assert m.as_("a", "state", "repair").out.strip() == "every shard database is sound"
+
+
+def test_verify_repair_after_adopt_reposts_from_the_source(machines: Machines, tmp_path: Path, inn: InnServer) -> None:
+    """Adopted segments carry no stored nonce: a repair seals them anew, and what is restored is still exact."""
+    m = machines
+    src = tmp_path / "Kept"
+    make_folder(src)
+    upload(m, "a", src, "--redundancy", "0")
+    m.lose("a")
+    r = m.as_("b", "adopt", str(src), "--from", "Kept")
+    assert r.code == 0, r.err
+    inn.cancel(sorted(_version_ids(m, "b", "Kept", 1))[0])
+    r = m.as_("b", "verify", "--repair", "--json")
+    assert r.code == 0, r.err
+    [rep] = [x for x in r.json_lines() if x["type"] == "verify.repair"]
+    assert rep["repaired"] == 1 and rep["unrepairable"] == 0
+    dest = tmp_path / "after"
+    assert m.as_("c", "restore", "Kept", str(dest)).code == 0
+    assert snapshot(dest) == snapshot(src)

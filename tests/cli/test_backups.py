@@ -592,3 +592,25 @@ def test_verify_repair_after_adopt_reposts_from_the_source(machines: Machines, t
     dest = tmp_path / "after"
     assert m.as_("c", "restore", "Kept", str(dest)).code == 0
     assert snapshot(dest) == snapshot(src)
+
+
+def test_an_upload_that_changed_nothing_decides_from_its_runs_and_a_folder_chmod_still_counts(
+    machines: Machines, tmp_path: Path,
+) -> None:
+    """index + upload with nothing new: the backup is known current from the runs, no record stream is built;
+    a change only to a folder's mode (no file changed) is still seen and published."""
+    m = machines
+    src = tmp_path / "Runs"
+    make_folder(src)
+    upload(m, "a", src)
+    r = upload(m, "a", src)
+    [same] = [x for x in r.json_lines() if x["type"] == "backup.unchanged"]
+    assert same["checked_by"] == "runs" and same["version"] == 1
+    os.chmod(src / "empty-dir", 0o700)
+    r = m.as_("a", "index", str(src), "--json")
+    assert [x for x in r.json_lines() if x["type"] == "index.summary"][0]["dirs_changed"] == 1
+    r = m.as_("a", "upload", str(src), "--segment-size", SEG, "--json")
+    [pub] = [x for x in r.json_lines() if x["type"] == "backup.published"]
+    assert pub["version"] == 2 and pub["checked_by"] == "records"
+    r = m.as_("b", "ls", "Runs", "empty-dir", "--json")
+    assert [x["mode"] & 0o777 for x in r.json_lines()] == [0o700]

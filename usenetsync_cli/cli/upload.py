@@ -118,12 +118,13 @@ def upload(
             if overlap is not None:
                 overlap.stop()
         render(out, summary)
+        groups = 0
         if summary.complete and redundancy:
-            _recovery(out, state, folder, specs[0], redundancy, overlap)
+            groups = _recovery(out, state, folder, specs[0], redundancy, overlap)
         if summary.complete:
             _publish_pending(out, state, folder, server)
             if backup:
-                run_backup(out, state, folder, server, quiet_without_identity=True)
+                run_backup(out, state, folder, server, quiet_without_identity=True, trust_runs=not groups)
     if summary.complete and summary.unstable_count:
         first = summary.unstable[0] if summary.unstable else "?"
         raise SourceChangedError(
@@ -178,8 +179,8 @@ class RecoveryOverlap:
 def _recovery(
     out: Output, state: State, folder: catalog.Folder, spec: ServerSpec, redundancy: int,
     overlap: RecoveryOverlap | None = None,
-) -> None:
-    """PAR2 over the bytes just posted, for segments not yet in a recovery group."""
+) -> int:
+    """PAR2 over the bytes just posted, for segments not yet in a recovery group; how many groups were made."""
     from usenetsync_cli.pipeline.recovery import create_recovery
 
     work = state.home.state_dir / "tmp"
@@ -193,6 +194,10 @@ def _recovery(
             f"recovery: {r.groups_created:,} PAR2 groups, {r.recovery_articles:,} articles"
             f" ({r.recovery_bytes / 1e6:.1f} MB, {redundancy}%) in {r.elapsed_s:.1f} s"
         )
+    if r.groups_created:  # a new version carries them: the newest backup no longer covers the state
+        with state.catalog:
+            state.catalog.execute("UPDATE folders SET backup_covered_ns=NULL WHERE folder_id=?", (folder.folder_id,))
+    return r.groups_created
 
 
 def _publish_pending(out: Output, state: State, folder: catalog.Folder, server: str | None) -> None:
@@ -208,7 +213,7 @@ def _publish_pending(out: Output, state: State, folder: catalog.Folder, server: 
 
 
 def run_backup(out: Output, state: State, folder: catalog.Folder, server: str | None, *,
-               quiet_without_identity: bool = False) -> None:
+               quiet_without_identity: bool = False, trust_runs: bool = False) -> None:
     """Publish the folder's backup version; a missing identity or phrase is said, not raised (upload's case)."""
     from usenetsync_cli.core.identity import NoRecoveryPhraseError
     from usenetsync_cli.errors import CryptoError
@@ -233,7 +238,7 @@ def run_backup(out: Output, state: State, folder: catalog.Folder, server: str | 
         return
     spec = Config.load(state.home).posting_servers(server)[0].spec()
     try:
-        r = publish_backup(state, folder, identity, spec)
+        r = publish_backup(state, folder, identity, spec, trust_runs=trust_runs)
     except NotUploadedError as e:
         out.emit("backup.pending", reason=e.message)
         out.say(f"not backed up yet: {e.message}")

@@ -72,6 +72,7 @@ class BackupResult:
     articles: int = 0
     records: int = 0
     elapsed_s: float = 0.0
+    checked_by: str = "records"  # how "unchanged" was decided: the record stream, or the runs since ("runs")
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -104,11 +105,58 @@ def folder_label(state: State, folder: catalog.Folder) -> str | None:
     return rows[0][0] if rows else None
 
 
-def publish_backup(state: State, folder: catalog.Folder, identity: Identity, spec: ServerSpec) -> BackupResult:
-    """Publish the folder's state as its next backup version (if it changed), then bring the catalog up to date."""
+# Counts of a run's summary that must all be 0 for the run to have changed nothing a backup holds.
+_QUIET = {
+    "index": ("new", "changed", "deleted", "vanished", "dirs_changed"),
+    "upload": ("posted_now", "reposted", "duplicates_confirmed", "files_planned", "files_rehashed_same",
+               "hashes_backfilled", "changed_sources", "unstable_count"),
+}
+
+
+def unchanged_since_backup(state: State, folder: catalog.Folder) -> bool:
+    """True when the folder's newest backup version is known to cover the state: nothing to stream or hash.
+
+    Known: the folder was covered (``backup_covered_ns``: set by a backup run, cleared by a repair that
+    re-posts) and every index and upload run of it since then finished ``ok`` and changed nothing (all of
+    their ``_QUIET`` counts recorded and 0). Anything else, e.g. a run of an older usenetsync without a
+    count, means "maybe": the record stream decides.
+    """
+    rows = state.catalog.execute(
+        "SELECT f.backup_covered_ns, s.version FROM folders f JOIN shares s ON s.folder_id=f.folder_id AND s.backup=1"
+        " WHERE f.folder_id=?", (folder.folder_id,)).fetchall()
+    if not rows or not rows[0][0] or not rows[0][1]:
+        return False
+    for command, status, summary in state.catalog.execute(
+        "SELECT command, status, summary FROM runs WHERE folder_id=? AND started_ns>=?", (folder.folder_id, rows[0][0])
+    ):
+        counts = json.loads(summary) if summary else None
+        keys = _QUIET.get(command)
+        if keys is None or status != "ok" or not isinstance(counts, dict):
+            return False
+        if any(counts.get(k) != 0 for k in keys):
+            return False
+    return True
+
+
+def publish_backup(state: State, folder: catalog.Folder, identity: Identity, spec: ServerSpec, *,
+                   trust_runs: bool = False) -> BackupResult:
+    """Publish the folder's state as its next backup version (if it changed), then bring the catalog up to date.
+
+    ``trust_runs``: skip building the record stream when the runs since the last backup show that
+    nothing changed (``unchanged_since_backup``; `upload` passes it unless it just made PAR2 groups,
+    which runs do not record; `verify --repair` never does).
+    """
     t0 = time.monotonic()
     identity.backup_key()  # NoRecoveryPhraseError before anything is done
     share = ensure_backup_share(state, folder, identity)
+    if trust_runs and unchanged_since_backup(state, folder):
+        cat_version, _merged, _posted = sync_catalog(state, identity, spec)
+        with state.catalog:
+            state.catalog.execute("UPDATE folders SET backup_covered_ns=? WHERE folder_id=?",
+                                  (time.time_ns(), folder.folder_id))
+        return BackupResult(folder=folder.display_path, label=folder_label(state, folder) or "", version=share.version,
+                            published=False, catalog_version=cat_version, elapsed_s=time.monotonic() - t0,
+                            checked_by="runs")
     result = shares_mod.publish(state, share, identity, spec, if_changed=True)
     if not result.unchanged:
         with state.catalog:

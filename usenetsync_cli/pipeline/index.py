@@ -68,6 +68,7 @@ class IndexSummary:
     changed_bytes: int = 0
     symlinks: int = 0
     dirs: int = 0
+    dirs_changed: int = 0  # folders new, gone, or with another mode or mtime (a share version carries them)
     special_skipped: int = 0
     special_samples: list[str] = field(default_factory=list)
     vanished: int = 0
@@ -194,13 +195,14 @@ def _merge_batch(
     """Merge a few directories at once: one catalog query, and one query per shard that holds any of them."""
     fid, uid, cat = folder.folder_id, folder.uid, state.catalog
     marks = ",".join("?" * len(batch))
-    known = {
-        rel: (dir_id, mask)
-        for rel, dir_id, mask in cat.execute(
-            f"SELECT relpath, dir_id, shard_mask FROM dirs WHERE folder_id=? AND relpath IN ({marks})",
-            (fid, *[lst.relpath for lst in batch]),
-        )
-    }
+    known: dict[bytes, tuple[int, int]] = {}
+    dir_meta: dict[bytes, tuple[int, int, int]] = {}
+    for rel, dir_id, mask, mode, mtime, present in cat.execute(
+        f"SELECT relpath, dir_id, shard_mask, mode, mtime_ns, present FROM dirs WHERE folder_id=? AND relpath IN ({marks})",
+        (fid, *[lst.relpath for lst in batch]),
+    ):
+        known[rel] = (dir_id, mask)
+        dir_meta[rel] = (mode, mtime, present)
     by_shard: dict[int, list[int]] = {}
     for dir_id, mask in known.values():
         for sh in iter_mask(mask):
@@ -217,7 +219,10 @@ def _merge_batch(
         if rel in known:
             dir_id, mask = known[rel]
             seen_dirs.append((listing.mode, listing.mtime_ns, run_id, dir_id))
+            if dir_meta[rel] != (listing.mode, listing.mtime_ns, 1):
+                s.dirs_changed += 1
         else:
+            s.dirs_changed += 1
             writer.catalog().execute(  # type: ignore[attr-defined]
                 "INSERT INTO dirs(folder_id, relpath, mode, mtime_ns, seen_run) VALUES(?,?,?,?,?)",
                 (fid, rel, listing.mode, listing.mtime_ns, run_id),
@@ -284,5 +289,6 @@ def _sweep_unseen_dirs(state: State, folder: catalog.Folder, run_id: int, s: Ind
                 )
                 s.deleted += conn.changes()
     if gone:
+        s.dirs_changed += len(gone)
         with cat:
             cat.executemany("UPDATE dirs SET present=0 WHERE dir_id=?", [(d,) for d, _ in gone])

@@ -83,6 +83,9 @@ def repair_folder(state: State, folder: catalog.Folder, specs: list[ServerSpec],
     )
     if not pending:
         return s
+    # Message-IDs change from here: the newest backup version no longer names every article.
+    with state.catalog:
+        state.catalog.execute("UPDATE folders SET backup_covered_ns=NULL WHERE folder_id=?", (folder.folder_id,))
     result: UploadSummary = upload_folder(state, folder, UploadOptions(servers=specs, repair=True, **opts))
     s.upload = result.to_dict()
     s.repaired = result.posted_now

@@ -84,3 +84,42 @@ def test_changed_file_supersedes_its_old_segments(state: State, tmp_path: Path) 
     assert superseded == 4  # the 3 old segments of big, and the pack small left empty
     cov = _coverage(state, folder.folder_id)
     assert sorted(sum(length for _, length in v) for v in cov.values()) == [20, 2 * SEG]
+
+
+def test_planning_a_huge_layout_keeps_transactions_and_the_wal_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """400,000 segments of sparse files: each shard's WAL stays near its limit (it was the size of the whole
+    plan, one transaction per shard), and every file is still planned whole, in one transaction."""
+    from usenetsync_cli.pipeline import plan
+    from usenetsync_cli.store import db
+
+    monkeypatch.setattr(db, "WAL_AUTOCHECKPOINT_PAGES", 100)
+    monkeypatch.setattr(db, "JOURNAL_SIZE_LIMIT", 512 << 10)
+    monkeypatch.setattr(plan, "TXN_SEGMENTS", 2_000)
+    seg = 16_384
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(159):
+        with open(src / f"f{i:03d}", "wb") as f:
+            f.truncate(2_500 * seg)  # sparse: nothing on disk
+    with open(src / "big", "wb") as f:
+        f.truncate(2_500 * seg + 7_500 * seg)  # one file of 10,000 segments: more than a transaction's bound
+    (src / "small").write_bytes(b"x" * 100)
+    home = Home.resolve(tmp_path / "home")
+    with State.open(home) as st:
+        index_folder(st, src)
+        folder = catalog.get_folder(st.catalog, os.fsencode(src.resolve()))
+        assert folder is not None
+        summary = plan_folder(st, folder, seg)
+        assert summary.segments == 159 * 2_500 + 10_000 + 1
+        wal = {p.name: p.stat().st_size for p in home.shards_dir.glob("*.db-wal")}
+        # A WAL grown by one large transaction is cut back when it restarts, not kept at its high-water mark.
+        assert all(c.execute("PRAGMA journal_size_limit").fetchall()[0][0] == 512 << 10 for c in st.shards)
+        assert max(wal.values()) < 1_500_000, wal  # one file's transaction (big: ~1.1 MB); without the bounds: >3 MB
+        per_file: dict[tuple[int, int], list[int]] = {}
+        for sh, conn in enumerate(st.shards):
+            for file_id, idx in conn.execute("SELECT file_id, idx FROM segments WHERE file_id IS NOT NULL"):
+                per_file.setdefault((sh, file_id), []).append(idx)
+        assert sorted(len(v) for v in per_file.values()) == [2_500] * 159 + [10_000]
+        assert all(sorted(v) == list(range(len(v))) for v in per_file.values())

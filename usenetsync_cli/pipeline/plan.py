@@ -22,6 +22,10 @@ recomputed from them (core.hashing.pack_hash).
 Commit point: one transaction per shard per chunk of files. It writes the
 chunk's segment rows and the files' ``plan_*``/``gen`` columns together, so a
 file is either fully planned or not at all; a pack never spans two chunks.
+A chunk holds at most ``CHUNK_FILES`` files and, beyond its first file, at
+most ``TXN_SEGMENTS`` segments, so a transaction (and the WAL, store/db.py)
+stays bounded by one file's layout however large the folder: planning 1,900
+sparse 10 GB files once wrote one 1.6-million-row transaction per shard.
 Re-hashing (reads) happens before that transaction, never inside it.
 Re-running after a crash plans exactly the files whose transaction did not
 commit.
@@ -30,7 +34,7 @@ commit.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import apsw
@@ -43,6 +47,7 @@ from usenetsync_cli.store.db import keyset_pages
 from usenetsync_cli.store.state import State
 
 CHUNK_FILES = 2000
+TXN_SEGMENTS = 50_000  # segment rows one planning transaction writes at most (a file is never split)
 _READ = 1 << 22
 
 _NEEDS_PLAN = (
@@ -108,8 +113,9 @@ def plan_folder(
                 for r in same:
                     conn.execute(_SAME_CONTENT, (r[0], r[5]))
                 summary.files_rehashed_same += len(same)
-                _plan_chunk(conn, folder.folder_id, [r for r in rows if r[0] not in same_ids], segment_size, summary,
-                            epoch)
+            for part in _bounded(rows, same_ids, segment_size):
+                with conn:
+                    _plan_chunk(conn, folder.folder_id, part, segment_size, summary, epoch)
             if on_chunk:
                 on_chunk(summary)
     return summary
@@ -170,6 +176,23 @@ def _hash_range(fd: int, offset: int, length: int) -> bytes:
             raise OSError("file shrank while it was read")
         data += chunk
     return piece_hash(data)
+
+
+def _bounded(rows: list[tuple], skip: set[int], segment_size: int) -> Iterator[list[tuple]]:  # type: ignore[type-arg]
+    """``rows`` (less ``skip``) in runs of at most ``TXN_SEGMENTS`` segments (a small file counts as one)."""
+    part: list[tuple] = []  # type: ignore[type-arg]
+    count = 0
+    for r in rows:
+        if r[0] in skip:
+            continue
+        segs = max(1, -(-r[3] // segment_size))
+        if part and count + segs > TXN_SEGMENTS:
+            yield part
+            part, count = [], 0
+        part.append(r)
+        count += segs
+    if part:
+        yield part
 
 
 def _plan_chunk(

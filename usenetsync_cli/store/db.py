@@ -31,6 +31,10 @@ Migration = str | Callable[[apsw.Connection], None]
 BUSY_TIMEOUT_MS = 30_000
 
 
+WAL_AUTOCHECKPOINT_PAGES = 1000
+JOURNAL_SIZE_LIMIT = 64 << 20
+
+
 def connect(path: Path, *, cache_kib: int = 4096) -> apsw.Connection:
     """Open (creating if needed) one state database with our pragmas."""
     try:
@@ -38,6 +42,12 @@ def connect(path: Path, *, cache_kib: int = 4096) -> apsw.Connection:
         conn.setbusytimeout(BUSY_TIMEOUT_MS)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        # WAL bounds: checkpoint every WAL_AUTOCHECKPOINT_PAGES committed pages (SQLite's default), and cut
+        # the file back to JOURNAL_SIZE_LIMIT when it restarts, so one long run (planning 26M segments)
+        # does not leave a WAL the size of everything it wrote. Writers keep transactions bounded too
+        # (pipeline/plan.py TXN_SEGMENTS): a WAL can never be smaller than one transaction.
+        conn.execute(f"PRAGMA wal_autocheckpoint={int(WAL_AUTOCHECKPOINT_PAGES)}")
+        conn.execute(f"PRAGMA journal_size_limit={int(JOURNAL_SIZE_LIMIT)}")
         conn.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
         conn.execute("PRAGMA temp_store=MEMORY")
         conn.execute("PRAGMA foreign_keys=OFF")

@@ -515,3 +515,21 @@ def test_an_identity_restored_from_its_phrase_keeps_publishing_the_same_share(us
     r = users.as_("bob", "download", sid, str(dest), "--sync")
     assert r.code == 0, r.err
     assert snapshot(dest) == snapshot(src)
+
+
+def test_publishing_in_small_pages_gives_the_same_share(
+    users: Users, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The publisher reads files and packs in keyset pages (bounded memory): pages of 2 rows lose nothing."""
+    from usenetsync_cli.pipeline import publish as publish_mod
+
+    monkeypatch.setattr(publish_mod, "_PAGE", 2)
+    src = tmp_path / "src"
+    make_folder(src)
+    for i in range(9):
+        (src / f"extra{i}.bin").write_bytes(os.urandom(20_000 + i))  # several files per shard, several packs
+    sid = publish(users, src, "--public", upload_args=("--redundancy", "0"))
+    dest = tmp_path / "dest"
+    r = users.as_("bob", "download", sid, str(dest))
+    assert r.code == 0, r.err
+    assert snapshot(dest) == snapshot(src)

@@ -44,6 +44,7 @@ from usenetsync_cli.pipeline.poster import open_connection
 from usenetsync_cli.pipeline.publish_index import IndexPosting, known_layout, post_index
 from usenetsync_cli.pipeline.share_index import root_at
 from usenetsync_cli.store import catalog
+from usenetsync_cli.store.db import keyset_pages
 from usenetsync_cli.store.state import State
 
 
@@ -94,8 +95,9 @@ def iter_records(
 
     links = _hard_links(state, fid, rel_of)
     for shard, conn in enumerate(state.shards):
+        # Keyset pages, not one fetchall: memory is a page of rows whatever the shard holds.
         for (file_id, dir_id, name, kind, size, mtime, mode, target, gen, chash, planned, unstable, xattrs, dsize,
-             dmtime) in conn.execute(_PRESENT_FILES, (fid,)).fetchall():
+             dmtime) in (r for page in keyset_pages(conn, _PRESENT_FILES, (fid,), _PAGE) for r in page):
             path = rel_of(dir_id, name)
             if xattrs is not None and kind == 0 and (gen is not None or size == 0):
                 yield ["X", path, xattr_pairs(xattrs)]
@@ -128,7 +130,9 @@ def iter_records(
                 why = "changed since the last upload" if planned else "has not been uploaded yet"
                 raise NotUploadedError(f"{path!r} {why}")
             count += 1
-        for seg_id, attempt, length, h, server_id, st, epoch in conn.execute(_LIVE_PACKS, (fid,)).fetchall():
+        for seg_id, attempt, length, h, server_id, st, epoch in (
+            r for page in keyset_pages(conn, _LIVE_PACKS, (fid,), _PAGE) for r in page
+        ):
             members = conn.execute(_PACK_MEMBERS, (seg_id,)).fetchall()
             if not members:
                 continue
@@ -175,8 +179,9 @@ def _published_gen(f: str) -> str:
 _PRESENT_FILES = (
     f"SELECT file_id, dir_id, name, kind, size, mtime_ns, mode, target, {_published_gen('')}, content_hash,"
     " plan_size IS NOT NULL, unstable, xattrs, done_size, done_mtime_ns FROM files WHERE folder_id=? AND present=1"
-    " ORDER BY file_id"
+    " AND file_id>? ORDER BY file_id LIMIT ?"
 )
+_PAGE = 5_000
 _LINKED = (
     f"SELECT file_id, dir_id, name, inode, {_published_gen('')}, content_hash FROM files"
     " WHERE folder_id=? AND nlink>1 AND present=1 AND kind=0"
@@ -211,7 +216,7 @@ _LAYOUT_SEGMENTS = (
 )
 _LIVE_PACKS = (
     "SELECT seg_id, attempt, length, hash, server_msgid, state, epoch FROM segments"
-    " WHERE folder_id=? AND file_id IS NULL AND state<>4 ORDER BY seg_id"
+    " WHERE folder_id=? AND file_id IS NULL AND state<>4 AND seg_id>? ORDER BY seg_id LIMIT ?"
 )
 # Members a share version holds: files (regular, present) whose published generation is in this pack.
 _PACK_MEMBERS = (

@@ -136,12 +136,17 @@ def verify_folder(
     if whole is not None:
         s.whole_files_checked = whole.checked
         s.whole_files_failed = [_relpath(state, d, n) for d, n in whole.failed]
-    _check_recovery(state, folder, ctx, spec, s)
+    _check_recovery(state, folder, ctx, spec, s, deadline, clock)
     return s
 
 
-def _check_recovery(state: State, folder: catalog.Folder, ctx: FolderContext, spec: ServerSpec, s: VerifySummary) -> None:
-    """STAT the PAR2 recovery articles too: lost recovery data is lost protection."""
+def _check_recovery(
+    state: State, folder: catalog.Folder, ctx: FolderContext, spec: ServerSpec, s: VerifySummary,
+    deadline: float | None = None, clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """STAT the PAR2 recovery articles too: lost recovery data is lost protection (until ``deadline``)."""
+    if deadline is not None and clock() >= deadline:
+        return
     from usenetsync_cli.pipeline.recovery import iter_layouts
 
     ids: list[str] = []
@@ -155,6 +160,8 @@ def _check_recovery(state: State, folder: catalog.Folder, ctx: FolderContext, sp
             for _mid, ok in conn.stat_many(ids, window=256):
                 s.recovery_checked += 1
                 s.recovery_missing += not ok
+                if deadline is not None and s.recovery_checked % 256 == 0 and clock() >= deadline:
+                    break
         finally:
             conn.close()
     except UsenetSyncError as e:
@@ -335,7 +342,7 @@ def damaged_files(state: State, folder: catalog.Folder, limit: int = 1000) -> li
     out: list[str] = []
     for conn in state.shards:
         for dir_id, name in conn.execute(
-            "SELECT DISTINCT f.dir_id, f.name FROM segments s"
+            "SELECT DISTINCT f.dir_id, f.name FROM segments s INDEXED BY segments_bad"
             " LEFT JOIN pack_members m ON m.seg_id=s.seg_id"
             " JOIN files f ON f.file_id=COALESCE(s.file_id, m.file_id)"
             " WHERE s.folder_id=? AND s.state IN (1,2) AND s.check_result IN (0,2) AND f.present=1 LIMIT ?",

@@ -288,4 +288,9 @@ SHARD_MIGRATIONS: list[Migration] = [
     """
     ALTER TABLE segments ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
     """,
+    # v8: segments last found missing or damaged, so the end of a verify sweep (damaged_files) reads
+    #   those few rows instead of scanning every segment.
+    """
+    CREATE INDEX segments_bad ON segments(folder_id, seg_id) WHERE check_result IN (0,2);
+    """,
 ]

@@ -130,11 +130,14 @@ def fabricate_posted(state: State, folder: catalog.Folder, segment_size: int) ->
     for conn in state.shards:
         rows = conn.execute("SELECT seg_id, length FROM segments WHERE folder_id=? AND state=0", (folder.folder_id,)).fetchall()
         hashes: dict[int, bytes] = {}
+        for _s, n in rows:
+            if n not in hashes:  # one hash per distinct length (setdefault would hash every row's zeros)
+                hashes[n] = piece_hash(bytes(n))
         with conn:
             conn.executemany(
                 "UPDATE segments SET state=2, hash=?, nonce=?, posted_ns=?, checked_ns=?, check_result=1, wire_bytes=?"
                 " WHERE seg_id=?",
-                [(hashes.setdefault(n, piece_hash(bytes(n))), os.urandom(12), now, now, n + 29, s) for s, n in rows],
+                [(hashes[n], os.urandom(12), now, now, n + 29, s) for s, n in rows],
             )
         total += len(rows)
     settle_folder(state, folder, folder_context(folder, ("alt.binaries.test",)), None, after_upload=True)

@@ -190,9 +190,14 @@ def test_adopt_posts_nothing_then_only_what_changed(machines: Machines, tmp_path
     assert snapshot(dest) == snapshot(copy)
 
 
-def _largest_shard(home: Path) -> Path:
-    shards = sorted((home / "state" / "shards").glob("[0-9][0-9].db"), key=lambda p: p.stat().st_size)
-    return shards[-1]
+def _damage_largest_shard(home: Path) -> Path:
+    """Truncate the fullest shard database to half (its WAL gone with it), as a failing disk would."""
+    shard = sorted((home / "state" / "shards").glob("[0-9][0-9].db"), key=lambda p: p.stat().st_size)[-1]
+    for extra in ("-wal", "-shm"):
+        Path(str(shard) + extra).unlink(missing_ok=True)
+    with open(shard, "r+b") as f:
+        f.truncate(shard.stat().st_size // 2)
+    return shard
 
 
 def test_state_repair_rebuilds_a_truncated_shard_without_reposting(
@@ -204,11 +209,7 @@ def test_state_repair_rebuilds_a_truncated_shard_without_reposting(
     for i in range(40):
         (src / f"f{i:02d}.bin").write_bytes(os.urandom(20_000 + i))
     upload(m, "a", src)
-    shard = _largest_shard(m.home("a"))
-    for extra in ("-wal", "-shm"):
-        Path(str(shard) + extra).unlink(missing_ok=True)
-    with open(shard, "r+b") as f:
-        f.truncate(shard.stat().st_size // 2)
+    shard = _damage_largest_shard(m.home("a"))
     r = m.as_("a", "status")
     assert r.code == 28 and "state repair" in r.err  # the damage is named, with the way out
     r = m.as_("a", "state", "repair", "--dry-run")
@@ -545,11 +546,7 @@ def test_a_command_on_a_terminal_offers_to_repair_a_damaged_shard(machines: Mach
     for i in range(20):
         (src / f"f{i}.bin").write_bytes(os.urandom(20_000))
     upload(m, "a", src)
-    shard = _largest_shard(m.home("a"))
-    for extra in ("-wal", "-shm"):
-        Path(str(shard) + extra).unlink(missing_ok=True)
-    with open(shard, "r+b") as f:
-        f.truncate(shard.stat().st_size // 2)
+    _damage_largest_shard(m.home("a"))
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "usenetsync_cli", "status"], stdin=slave, stdout=slave,
                             stderr=slave, env={**os.environ, "USENETSYNC_HOME": str(m.home("a"))})

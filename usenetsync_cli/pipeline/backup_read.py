@@ -88,11 +88,11 @@ def pick_version(entry: FolderEntry, version: int | None, at: int | None) -> Ver
 
 def open_version(conn: Connection, identity: Identity, entry: FolderEntry, version: int, spool_dir: Path) -> OpenedShare:
     """The verified index of one backup version (nothing is written but the spool)."""
-    return open_share(conn, backup_share_text(identity, entry), spool_dir, password=_no_password,
+    return open_share(conn, backup_share_text(identity, entry), spool_dir, password=no_password,
                       identity=lambda: identity, version=version)
 
 
-def _no_password() -> str:  # pragma: no cover - a backup share is private, never password-protected
+def no_password() -> str:  # pragma: no cover - a backup share is private, never password-protected
     raise TamperedError("a backup share asked for a password")
 
 

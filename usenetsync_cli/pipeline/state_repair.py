@@ -25,9 +25,10 @@ from typing import Any
 import apsw
 
 from usenetsync_cli.core.identity import Identity
-from usenetsync_cli.errors import ConfigError, UsenetSyncError
+from usenetsync_cli.errors import UsenetSyncError
 from usenetsync_cli.nntp import ServerSpec
 from usenetsync_cli.pipeline.adopt import AdoptSummary, adopt_records
+from usenetsync_cli.pipeline.backup_read import no_password
 from usenetsync_cli.pipeline.poster import open_connection
 from usenetsync_cli.store import catalog
 from usenetsync_cli.store.home import Home
@@ -129,7 +130,7 @@ def repair_state(home: Home, identity: Identity, spec: ServerSpec, shards: list[
             conn = open_connection(spec)
             try:
                 with tempfile.TemporaryDirectory(dir=tmp) as spool:
-                    opened = open_share(conn, share.share_id, Path(spool), password=_no_password,
+                    opened = open_share(conn, share.share_id, Path(spool), password=no_password,
                                         identity=lambda: identity, version=share.version)
                     conn.quit()
                     for n in summary.damaged:
@@ -147,7 +148,3 @@ def repair_state(home: Home, identity: Identity, spec: ServerSpec, shards: list[
         _marker(home, n).unlink(missing_ok=True)
     summary.elapsed_s = time.monotonic() - t0
     return summary
-
-
-def _no_password() -> str:
-    raise ConfigError("a backup share never asks for a password")

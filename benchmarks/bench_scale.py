@@ -26,7 +26,8 @@ copy of that function: see ``_FABRICATE``).
 
 Steps, in order, each in its own child: ``index``; ``index`` again (rescan);
 ``upload --redundancy 0 --no-backup`` into the discard sink until some
-articles are posted, then kill -9; ``upload --resume`` the same way;
+articles are posted, then kill -9; ``upload --resume`` the same way; the
+rest of the plan (in process);
 ``status`` and ``status --json``; fabricate_posted (not a CLI step, timed for
 the record); ``verify --server sink --max-duration 60s``; ``share create
 --public --server inn`` (the index goes to the real INN on 127.0.0.1:119,
@@ -34,8 +35,9 @@ because ``share create`` reads it back with BODY, which the sink cannot
 serve); ``status`` with the share. A baseline comes first: ``status`` in the
 same home before anything is indexed (interpreter start and imports). The
 state's size on disk (catalog, shards and their WAL files) is read after the
-index, after planning (the first upload's kill; also on a checkpointed copy)
-and at the end.
+index, after planning (the uploads post while they plan, so a child plans
+what the two killed runs left, timed as "plan the rest"; also on a
+checkpointed copy) and at the end.
 
 First post: the discard sink (``discard_sink.py``) runs inside a small
 wrapper process that prints ``P <articles> <monotonic time>`` and
@@ -118,7 +120,7 @@ from usenetsync_cli.store.state import State
 t0 = time.perf_counter()
 with State.open(Home.resolve(spec["home"])) as st:
     folder = catalog.get_folder(st.catalog, os.fsencode(spec["root"]))
-    plan_folder(st, folder, spec["segment_size"])  # a no-op: the killed upload planned everything
+    plan_folder(st, folder, spec["segment_size"])  # a no-op: planned by the _PLAN step before
     now = time.time_ns()
     hashes = {}
     n = 0
@@ -143,6 +145,25 @@ with State.open(Home.resolve(spec["home"])) as st:
     settle_folder(st, folder, folder_context(folder, ("alt.binaries.test",)), None, after_upload=True)
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
 print(json.dumps({"marked": n, "wall_s": time.perf_counter() - t0, "settle_s": time.perf_counter() - t1,
+                  "peak_rss": int(hwm) * 1024}))
+"""
+
+
+# Planning what the killed uploads left unplanned (they post while planning, pipeline/plan_ahead.py), so
+# the state's size after planning is measured on a whole plan.
+_PLAN = r"""
+import json, os, sys, time
+spec = json.loads(sys.argv[1])
+from usenetsync_cli.pipeline.plan import plan_folder
+from usenetsync_cli.store import catalog
+from usenetsync_cli.store.home import Home
+from usenetsync_cli.store.state import State
+t0 = time.perf_counter()
+with State.open(Home.resolve(spec["home"])) as st:
+    folder = catalog.get_folder(st.catalog, os.fsencode(spec["root"]))
+    s = plan_folder(st, folder, spec["segment_size"])
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print(json.dumps({"segments": s.segments, "files": s.files_planned, "wall_s": time.perf_counter() - t0,
                   "peak_rss": int(hwm) * 1024}))
 """
 
@@ -465,9 +486,6 @@ def run_once(root: Path, meta: dict[str, Any], a: argparse.Namespace, sink: Sink
             f"{counts['posted']:,}/{counts['segments']:,} posted in state", upload=u, counts=counts)
         if not u["killed"]:
             raise RuntimeError(f"upload ended before the kill (exit {u['code']}): {u['stderr_tail']}")
-        size_plan = state_files(home)
-        size_plan_ckpt = checkpointed_size(home, work / "state-copy")
-        segments = counts["segments"]
 
         u = upload_until_posted(home, work, sink, ["upload", "--resume", "--server", "sink", "--redundancy", "0", "--no-backup"],
                                 a.kill_after, a.upload_timeout)
@@ -475,6 +493,21 @@ def run_once(root: Path, meta: dict[str, Any], a: argparse.Namespace, sink: Sink
         row("upload --resume: first post", u["first_post_s"], u["peak_rss"],
             f"killed -9 after {u['posted_before_kill']} articles; {counts2['posted']:,} posted in state",
             upload=u, counts=counts2)
+
+        t0 = time.monotonic()
+        spec = json.dumps({"home": str(home), "root": str(root), "segment_size": SEGMENT_SIZE})
+        p = subprocess.run([sys.executable, "-c", _PLAN, spec], env=_env(home), cwd=work, capture_output=True,
+                           text=True, check=False)
+        if p.returncode != 0:
+            raise RuntimeError(f"planning failed: {p.stderr[-800:]}")
+        pl = json.loads(p.stdout.strip().splitlines()[-1])
+        counts3 = count_segments(home)
+        row("plan the rest (in process)", time.monotonic() - t0, pl["peak_rss"],
+            f"{pl['segments']:,} segments of {pl['files']:,} files the killed uploads had not planned yet "
+            f"(they post while planning); {counts3['segments']:,} segments in all")
+        size_plan = state_files(home)
+        size_plan_ckpt = checkpointed_size(home, work / "state-copy")
+        segments = counts3["segments"]
 
         r = must(cli(home, work, "status"), "status")
         row("status", r["wall_s"], r["peak_rss"], "partly posted, no share")

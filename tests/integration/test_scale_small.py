@@ -229,12 +229,13 @@ def test_small_scale_index_kill_resume_status_verify(
         sink.keep_bodies = False
     assert proc.returncode == -9, f"the upload ended before the kill: {proc.returncode} {err}"
     killed = _counts(home)
-    total = killed["total"]
-    assert total >= SPARSE_FILES * SEGS_PER_SPARSE + 1  # every segment planned, the packs too
-    assert 0 < killed["posted"] + killed["verified"] < total, killed
+    # Posting starts while planning goes on (pipeline/plan_ahead.py): the kill may find part planned.
+    assert 0 < killed["posted"] + killed["verified"] < killed["total"], killed
 
     r = _ok(_cli(*up, "--resume", "--json"))
     done = _counts(home)
+    total = done["total"]
+    assert total >= SPARSE_FILES * SEGS_PER_SPARSE + 1  # every segment planned, the packs too
     assert done == {"total": total, "planned": 0, "posted": 0, "verified": total, "other": 0, "files": nfiles}
     (summary,) = [x for x in map(json.loads, r.stdout.splitlines()) if x["type"] == "upload.summary"]
     assert summary["complete"] is True and summary["verified"] == total and summary["failed"] == 0, summary

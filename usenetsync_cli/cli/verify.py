@@ -16,7 +16,8 @@ from usenetsync_cli.pipeline.repair import repair_folder
 from usenetsync_cli.pipeline.shares import get_share, layout_check, list_shares, needs_republish
 from usenetsync_cli.pipeline.verify import VerifyOptions, VerifySummary, verify_folder
 from usenetsync_cli.nntp import ServerSpec
-from usenetsync_cli.store import catalog
+from usenetsync_cli.store import catalog, counters
+from usenetsync_cli.store.segments import STATE_FAILED, STATE_PLANNED, STATE_POSTED, STATE_VERIFIED
 from usenetsync_cli.store.state import State
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -74,7 +75,7 @@ def verify(
         else:
             folder_ids = sorted({
                 f.folder_id for f in catalog.list_folders(state.catalog)
-                if any(c.execute("SELECT 1 FROM segments WHERE folder_id=? AND state IN (1,2) LIMIT 1", (f.folder_id,)).fetchall() for c in state.shards)
+                if counters.count(state, f.folder_id, STATE_POSTED, STATE_VERIFIED)
             })
         missing_total = lost_total = inconsistent = 0
         for fid in folder_ids:
@@ -85,10 +86,7 @@ def verify(
             inconsistent += len(s.whole_files_failed)
             bad = s.missing + s.damaged
             # An interrupted repair leaves segments planned (attempt+1): finish them too.
-            interrupted = sum(
-                c.execute("SELECT count(*) FROM segments WHERE folder_id=? AND state IN (0,3)", (fid,)).fetchall()[0][0]
-                for c in state.shards
-            )
+            interrupted = counters.count(state, fid, STATE_PLANNED, STATE_FAILED)
             if repair and (bad or interrupted):
                 specs = [e.spec() for e in cfg.posting_servers(server)]
                 r = repair_folder(state, folder, specs)

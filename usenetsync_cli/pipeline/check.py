@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from usenetsync_cli.nntp import Connection
 from usenetsync_cli.pipeline.encode import FolderContext
-from usenetsync_cli.store.segments import PAGE, STATE_POSTED
+from usenetsync_cli.store.segments import PAGE
 from usenetsync_cli.store.state import State
 
 _POSTED_PAGE = (
@@ -125,10 +125,3 @@ def _by_shard(items: list[tuple[int, int, int, str]]) -> dict[int, list[tuple[in
         out.setdefault(shard, []).append((seg_id, attempt, mid))
     return out
 
-
-def posted_count(state: State, folder_id: int) -> int:
-    return sum(
-        c.execute("SELECT count(*) FROM segments WHERE folder_id=? AND state=?", (folder_id, STATE_POSTED))
-        .fetchall()[0][0]
-        for c in state.shards
-    )

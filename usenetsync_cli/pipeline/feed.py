@@ -53,10 +53,10 @@ class DirPaths:
 
 
 def iter_work(
-    conn: apsw.Connection, shard: int, folder_id: int, paths: DirPaths
+    conn: apsw.Connection, shard: int, folder_id: int, paths: DirPaths, after: int = 0
 ) -> Iterator[Work]:
-    """Every planned (state 0) segment of one shard as a ``Work`` item."""
-    for row in iter_segments(conn, folder_id, STATE_PLANNED):
+    """Every planned (state 0) segment of one shard above seg_id ``after`` as a ``Work`` item."""
+    for row in iter_segments(conn, folder_id, STATE_PLANNED, after):
         work = work_for_row(conn, shard, row, paths, row[7])
         if work is not None:
             yield work

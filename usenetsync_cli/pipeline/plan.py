@@ -43,21 +43,25 @@ from usenetsync_cli.core.hashing import file_content_hash, is_crypto_hash, piece
 from usenetsync_cli.core.packing import plan_segments
 from usenetsync_cli.pipeline.feed import DirPaths
 from usenetsync_cli.store import catalog
-from usenetsync_cli.store.db import keyset_pages
+from usenetsync_cli.store.db import keyset_pages, write_txn
 from usenetsync_cli.store.state import State
 
 CHUNK_FILES = 2000
 TXN_SEGMENTS = 50_000  # segment rows one planning transaction writes at most (a file is never split)
 _READ = 1 << 22
 
-_NEEDS_PLAN = (
+# The WHERE repeats the partial index files_unplanned's word for word (SQLite uses a partial index only
+# for a query whose terms contain its condition): the pages walk only files that need a plan.
+_PLAN_COLS = (
     "SELECT file_id, dir_id, name, size, mtime_ns, ctime_ns, inode, plan_size, plan_mtime_ns, plan_inode, gen,"
     " done_gen, content_hash FROM files"
-    " WHERE folder_id=? AND present=1 AND kind=0 AND file_id>?"
-    " AND (plan_size IS NULL OR plan_size<>size OR plan_mtime_ns<>mtime_ns OR plan_inode<>inode"
-    " OR plan_ctime_ns IS NOT ctime_ns)"
-    " ORDER BY file_id LIMIT ?"
 )
+_NEEDS = (
+    " AND present=1 AND kind=0 AND (plan_size IS NULL OR plan_size<>size OR plan_mtime_ns<>mtime_ns"
+    " OR plan_inode<>inode OR plan_ctime_ns IS NOT ctime_ns)"
+)
+_NEEDS_PLAN = _PLAN_COLS + " INDEXED BY files_unplanned WHERE folder_id=?" + _NEEDS + " AND file_id>? ORDER BY file_id LIMIT ?"
+_FRESH = _PLAN_COLS + " WHERE file_id IN ({})" + _NEEDS + " ORDER BY file_id"
 # Unfinished generation: its segments can never be part of a consistent whole.
 _SUPERSEDE_GEN = "UPDATE segments SET state=4 WHERE file_id=? AND gen=? AND state<>4"
 # Its member rows leave packs never posted (no hash yet: they will be posted without it); a
@@ -69,13 +73,12 @@ _MEMBER_PACKS = (
 _DROP_MEMBER = "DELETE FROM pack_members WHERE seg_id=? AND file_id=?"
 _INSERT_SEG = "INSERT INTO segments(folder_id, file_id, idx, offset, length, gen, epoch) VALUES(?,?,?,?,?,?,?)"
 # Never posted yet (no hash): sealed in the epoch that is current when it goes out, so content posted after a
-# revocation is never readable with an older epoch's keys.
-_REEPOCH = "UPDATE segments SET epoch=? WHERE folder_id=? AND state=0 AND hash IS NULL AND epoch<>?"
+# revocation is never readable with an older epoch's keys. Failed ones too: a resume retries them.
+_REEPOCH = "UPDATE segments SET epoch=? WHERE folder_id=? AND state IN (0,3) AND hash IS NULL AND epoch<>?"
 _INSERT_MEMBER = "INSERT INTO pack_members(seg_id, file_id, pack_offset, length, gen) VALUES(?,?,?,?,?)"
-_MARK_PLANNED = (
-    "UPDATE files SET plan_size=size, plan_mtime_ns=mtime_ns, plan_ctime_ns=ctime_ns, plan_inode=inode, gen=?"
-    " WHERE file_id=?"
-)
+# The stat the layout was made from, as read (not the columns as they are now): the upload's collector
+# may record a newer stat in between (plan_ahead.py), which then simply needs a plan again.
+_MARK_PLANNED = "UPDATE files SET plan_size=?, plan_mtime_ns=?, plan_ctime_ns=?, plan_inode=?, gen=? WHERE file_id=?"
 _SAME_CONTENT = "UPDATE files SET plan_ctime_ns=ctime_ns WHERE file_id=? AND ctime_ns=?"
 _DONE_SEGMENTS = "SELECT length FROM segments WHERE file_id=? AND gen=? AND state<>4 ORDER BY idx"
 
@@ -96,29 +99,62 @@ def plan_folder(
     folder: catalog.Folder,
     segment_size: int,
     *,
-    on_chunk: Callable[[PlanSummary], None] | None = None,
+    summary: PlanSummary | None = None,
+    on_commit: Callable[[int, bool], None] | None = None,
+    halted: Callable[[], bool] | None = None,
 ) -> PlanSummary:
-    summary = PlanSummary()
+    """Plan every file of ``folder`` that needs it, shard by shard in order.
+
+    ``on_commit(shard, shard_done)`` runs after every committed transaction
+    (and once with ``shard_done`` when a shard has nothing left), so a feeder
+    in another thread can follow (pipeline/plan_ahead.py). ``halted()`` true ends
+    the work between transactions; what committed stays planned.
+    """
+    summary = summary if summary is not None else PlanSummary()
     paths = DirPaths(state.catalog, folder.path)
     epoch = folder.epoch
-    for conn in state.shards:
-        with conn:
-            conn.execute(_REEPOCH, (epoch, folder.folder_id, epoch))
-    for conn in state.shards:
+    reepoch(state, folder.folder_id, epoch)
+    for shard, conn in enumerate(state.shards):
         for rows in keyset_pages(conn, _NEEDS_PLAN, (folder.folder_id,), CHUNK_FILES):
+            if halted is not None and halted():
+                return summary
             # Re-hash outside the write transaction: reads may take a while.
             same = [r for r in rows if _ctime_only(r) and _same_content(conn, r, paths, summary)]
             same_ids = {r[0] for r in same}
-            with conn:
-                for r in same:
-                    conn.execute(_SAME_CONTENT, (r[0], r[5]))
-                summary.files_rehashed_same += len(same)
-            for part in _bounded(rows, same_ids, segment_size):
+            if same:
                 with conn:
-                    _plan_chunk(conn, folder.folder_id, part, segment_size, summary, epoch)
-            if on_chunk:
-                on_chunk(summary)
+                    for r in same:
+                        conn.execute(_SAME_CONTENT, (r[0], r[5]))
+                    summary.files_rehashed_same += len(same)
+            for part in _bounded(rows, same_ids, segment_size):
+                with write_txn(conn):
+                    # Read again under the write lock: the upload's collector may have changed a row
+                    # since the page was read (plan_ahead.py); the layout and plan_* come from one snapshot.
+                    fresh = conn.execute(_FRESH.format(",".join("?" * len(part))), [r[0] for r in part]).fetchall()
+                    if fresh:
+                        _plan_chunk(conn, folder.folder_id, fresh, segment_size, summary, epoch)
+                if on_commit:
+                    on_commit(shard, False)
+        if on_commit:
+            on_commit(shard, True)
     return summary
+
+
+def reepoch(state: State, folder_id: int, epoch: int) -> None:
+    """Bring never-posted segments to ``epoch``; a no-op read when the folder's last plan was in it.
+
+    ``folders.planned_epoch`` is written only after every shard committed, and
+    every segment planned since is inserted in the current epoch, so it is
+    true whenever it is set.
+    """
+    rows = state.catalog.execute("SELECT planned_epoch FROM folders WHERE folder_id=?", (folder_id,)).fetchall()
+    if rows and rows[0][0] == epoch:
+        return
+    for conn in state.shards:
+        with conn:
+            conn.execute(_REEPOCH, (epoch, folder_id, epoch))
+    with state.catalog:
+        state.catalog.execute("UPDATE folders SET planned_epoch=? WHERE folder_id=?", (epoch, folder_id))
 
 
 def _ctime_only(r: tuple) -> bool:  # type: ignore[type-arg]
@@ -209,21 +245,28 @@ def _plan_chunk(
         else:
             s.files_planned += 1
         gens[file_id] = gen + 1
-        conn.execute(_MARK_PLANNED, (gen + 1, file_id))
+        conn.execute(_MARK_PLANNED, (r[3], r[4], r[5], r[6], gen + 1, file_id))
+    # A large file's segments go in one executemany (a 10 GB file is 13,680 rows); packs need their seg_id.
+    run: list[tuple[int, ...]] = []
     for seg in plan_segments(((r[0], r[3]) for r in rows), segment_size):
         s.segments += 1
         s.bytes += seg.length
         if seg.kind == "file":
             m = seg.members[0]
-            conn.execute(_INSERT_SEG, (folder_id, m.file_ref, m.file_offset // segment_size, m.file_offset, m.length,
-                                       gens[m.file_ref], epoch))
+            run.append((folder_id, m.file_ref, m.file_offset // segment_size, m.file_offset, m.length,
+                        gens[m.file_ref], epoch))
         else:
+            if run:
+                conn.executemany(_INSERT_SEG, run)
+                run = []
             s.packs += 1
             conn.execute(_INSERT_SEG, (folder_id, None, 0, 0, seg.length, 0, epoch))
             seg_id = conn.last_insert_rowid()
             conn.executemany(
                 _INSERT_MEMBER, [(seg_id, m.file_ref, m.pack_offset, m.length, gens[m.file_ref]) for m in seg.members]
             )
+    if run:
+        conn.executemany(_INSERT_SEG, run)
 
 
 def abandon_generation(conn: apsw.Connection, file_id: int, gen: int) -> None:

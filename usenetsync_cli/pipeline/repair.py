@@ -21,7 +21,8 @@ from typing import Any
 
 from usenetsync_cli.nntp import ServerSpec
 from usenetsync_cli.pipeline.upload import UploadOptions, UploadSummary, upload_folder
-from usenetsync_cli.store import catalog
+from usenetsync_cli.store import catalog, counters
+from usenetsync_cli.store.segments import STATE_FAILED, STATE_PLANNED
 from usenetsync_cli.store.state import State
 
 
@@ -77,10 +78,7 @@ def repair_folder(state: State, folder: catalog.Folder, specs: list[ServerSpec],
     s = RepairSummary(folder=folder.display_path)
     s.to_repair = mark_for_repair(state, folder.folder_id)
     # Segments reset by an interrupted repair are still planned: count them too.
-    pending = sum(
-        c.execute("SELECT count(*) FROM segments WHERE folder_id=? AND state=0", (folder.folder_id,)).fetchall()[0][0]
-        for c in state.shards
-    )
+    pending = counters.count(state, folder.folder_id, STATE_PLANNED)
     if not pending:
         return s
     # Message-IDs change from here: the newest backup version no longer names every article.
@@ -97,8 +95,5 @@ def repair_folder(state: State, folder: catalog.Folder, specs: list[ServerSpec],
         s.rebuilt_from_par2 = rebuilt
         s.repaired += rebuilt
         s.errors += problems
-    s.unrepairable = sum(
-        c.execute("SELECT count(*) FROM segments WHERE folder_id=? AND state=3", (folder.folder_id,)).fetchall()[0][0]
-        for c in state.shards
-    )
+    s.unrepairable = counters.count(state, folder.folder_id, STATE_FAILED)
     return s

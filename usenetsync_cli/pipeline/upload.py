@@ -1,13 +1,16 @@
 """The upload pipeline: plan -> read/seal/frame -> N connections -> commit -> STAT.
 
 Owns: running an upload of one indexed folder to completion (or to a clean,
-resumable stop), in rounds. A round plans what is new or changed, posts
-every planned segment, then STATs what was posted; articles found missing
+resumable stop), in rounds. A round plans what is new or changed while it
+posts every planned segment (the feeder follows the planner shard by shard:
+pipeline/plan_ahead.py), then STATs what was posted; articles found missing
 are re-planned under attempt+1 and the next round posts them again.
 
 Threads and queues (all bounded, so memory does not grow with the job):
+  planner (1, own connections) ... commits segment rows the feeder then reads
   feeder (1) --work--> encoder(s) --ready--> posters (N) --results--> collector (main)
-The collector is the only writer of segment state during a round.
+The collector is the only writer of posting results; the planner writes new
+layouts; both write in bounded transactions, and results guard on state=0.
 
 Commit point: the collector's ``BatchWriter.flush()`` (every ``batch_rows``
 results or ``batch_seconds``), one transaction per shard. A segment row
@@ -35,7 +38,7 @@ from usenetsync_cli.nntp import Connection, NNTPError, PostingNotAllowed, Server
 from usenetsync_cli.pipeline.check import check_posted
 from usenetsync_cli.pipeline.encode import FolderContext, Source, Work, encode
 from usenetsync_cli.pipeline.feed import DirPaths, iter_work
-from usenetsync_cli.pipeline.plan import plan_folder
+from usenetsync_cli.pipeline.plan_ahead import PlanAhead, PlanFollow
 from usenetsync_cli.pipeline.poster import PosterOptions, PosterPool, PostResult, open_connection
 from usenetsync_cli.pipeline.ratelimit import TokenBucket
 from usenetsync_cli.pipeline.settle import settle_folder
@@ -47,20 +50,25 @@ from usenetsync_cli.store.segments import (
     STATE_POSTED,
     STATE_SUPERSEDED,
     STATE_VERIFIED,
-    count_by_state,
 )
+from usenetsync_cli.store import counters
 from usenetsync_cli.store.state import NSHARDS, State, shard_path
 
 _END = object()
 
+# Every result guards on state=0: a segment the planner superseded while its article was in flight
+# (its file changed; plan_ahead.py) stays superseded, the article an orphan no layout names.
 _POSTED = (
     "UPDATE segments SET state=1, wire_bytes=?, hash=?, nonce=?, posted_ns=?, server_msgid=?, error=NULL"
-    " WHERE seg_id=?"
+    " WHERE seg_id=? AND state=0"
 )
 _MEMBER_HASH = "UPDATE pack_members SET hash=? WHERE seg_id=? AND file_id=?"
 _DROP_MEMBER = "DELETE FROM pack_members WHERE seg_id=? AND file_id=?"
-_BURNT = "UPDATE segments SET attempt=attempt+1, error='server remembers the Message-ID; re-posting' WHERE seg_id=?"
-_FAILED = "UPDATE segments SET state=3, error=? WHERE seg_id=?"
+_BURNT = (
+    "UPDATE segments SET attempt=attempt+1, error='server remembers the Message-ID; re-posting'"
+    " WHERE seg_id=? AND state=0"
+)
+_FAILED = "UPDATE segments SET state=3, error=? WHERE seg_id=? AND state=0"
 _SUPERSEDE_SEG = "UPDATE segments SET state=4 WHERE seg_id=?"
 _FILE_GONE = "UPDATE files SET present=0 WHERE file_id=?"
 _FILE_STAT = "UPDATE files SET size=?, mtime_ns=?, ctime_ns=?, inode=?, mode=? WHERE file_id=?"
@@ -74,6 +82,7 @@ _UNDONE_MEMBERS = (
     "UPDATE files SET done_gen=NULL, content_hash=NULL WHERE file_id IN (SELECT m.file_id FROM pack_members m"
     " WHERE m.seg_id=? AND m.gen IS files.done_gen)"
 )
+_RETRY_FAILED = "UPDATE segments SET state=0 WHERE folder_id=? AND state=3"
 _SET_MARK = "INSERT OR REPLACE INTO upload_marks(folder_id, shard, seg_id) VALUES(?,?,?)"
 MARK_RESERVE = 256  # segments handed out per durable mark write
 
@@ -193,21 +202,32 @@ def upload_folder(
     try:
         for conn in state.shards:  # a resumed job retries what failed last time
             with conn:
-                conn.execute("UPDATE segments SET state=0 WHERE folder_id=? AND state=3", (folder.folder_id,))
+                conn.execute(_RETRY_FAILED, (folder.folder_id,))
         checker = run.preflight()
         try:
             summary.duplicates_confirmed += probe_in_doubt(state, folder.folder_id, ctx, checker)
             for rnd in range(1, opts.max_rounds + 1):
                 summary.rounds = rnd
                 run.replan_needed = False
-                if not opts.repair:
-                    plan = plan_folder(state, folder, seg_size)
+                if opts.repair:
+                    if _count(state, folder.folder_id, STATE_PLANNED):
+                        run.post_round(rnd, PlanFollow.done())
+                else:
+                    # Posting starts as soon as the planner has committed work (or finds it pending
+                    # from an earlier run); an unchanged folder opens no posting connection.
+                    ahead = PlanAhead(state, folder, seg_size, stop).start()
+                    try:
+                        if not _count(state, folder.folder_id, STATE_PLANNED):  # a resume has work at once
+                            ahead.wait_for_work()
+                        if _count(state, folder.folder_id, STATE_PLANNED):
+                            run.post_round(rnd, ahead.follow)
+                    except BaseException:
+                        ahead.cancel()
+                        raise
+                    plan = ahead.join()
                     summary.files_planned += plan.files_planned + plan.files_replanned
                     summary.files_rehashed_same += plan.files_rehashed_same
                     summary.errors += plan.unreadable[: max(0, 20 - len(summary.errors))]
-                pending = _count(state, folder.folder_id, STATE_PLANNED)
-                if pending:
-                    run.post_round(rnd)
                 if opts.check and _count(state, folder.folder_id, STATE_POSTED):
                     checker = run.check_round(rnd, checker)
                 # A file that changed while it was read is planned anew by the next round.
@@ -290,27 +310,19 @@ def _segment_size(state: State, folder: catalog.Folder, wanted: int | None) -> i
 
 
 def _count(state: State, folder_id: int, st: int) -> int:
-    return sum(
-        c.execute("SELECT count(*) FROM segments WHERE folder_id=? AND state=?", (folder_id, st)).fetchall()[0][0]
-        for c in state.shards
-    )
+    return counters.count(state, folder_id, st)
 
 
 def _finish(state: State, folder: catalog.Folder, s: UploadSummary, elapsed: float) -> None:
     s.elapsed_s = elapsed
-    totals: dict[int, list[int]] = {}
-    for conn in state.shards:
-        for st, (n, b) in count_by_state(conn, folder.folder_id).items():
-            t = totals.setdefault(st, [0, 0])
-            t[0] += n
-            t[1] += b
+    totals = counters.folder_by_state(state, folder.folder_id)
     live = [st for st in totals if st != STATE_SUPERSEDED]
     s.segments = sum(totals[st][0] for st in live)
     s.payload_bytes = sum(totals[st][1] for st in live)
-    s.verified = totals.get(STATE_VERIFIED, [0, 0])[0]
-    s.posted_unverified = totals.get(STATE_POSTED, [0, 0])[0]
-    s.pending = totals.get(STATE_PLANNED, [0, 0])[0]
-    s.failed = totals.get(STATE_FAILED, [0, 0])[0]
+    s.verified = totals.get(STATE_VERIFIED, (0, 0))[0]
+    s.posted_unverified = totals.get(STATE_POSTED, (0, 0))[0]
+    s.pending = totals.get(STATE_PLANNED, (0, 0))[0]
+    s.failed = totals.get(STATE_FAILED, (0, 0))[0]
 
 
 class _Run:
@@ -371,15 +383,15 @@ class _Run:
 
     # ------------------------------------------------------------ posting
 
-    def post_round(self, rnd: int) -> None:
+    def post_round(self, rnd: int, follow: PlanFollow) -> None:
+        """Post every planned segment, following the planner until it has planned every shard."""
         state, fid = self.state, self.folder.folder_id
-        totals = [0, 0]
-        for conn in state.shards:
-            n, b = conn.execute(
-                "SELECT count(*), coalesce(sum(length),0) FROM segments WHERE folder_id=? AND state=0", (fid,)
-            ).fetchall()[0]
-            totals[0] += n
-            totals[1] += b
+        base = counters.count_bytes(state, fid, STATE_PLANNED)
+        planned = follow.summary  # the planner's figures grow as it commits; read without a lock (ints)
+        before = (planned.segments, planned.bytes)
+
+        def totals() -> list[int]:
+            return [base[0] + planned.segments - before[0], base[1] + planned.bytes - before[1]]
         work_q: queue.Queue[object] = queue.Queue(maxsize=64)
         total_conns = sum(s.connections for s in self.opts.servers)
         ready_q: queue.Queue[object] = queue.Queue(maxsize=max(4, 2 * total_conns))
@@ -409,16 +421,23 @@ class _Run:
             try:
                 paths = DirPaths(cat, self.folder.path)
                 for shard in range(NSHARDS):
-                    reserved = 0
-                    for work in iter_work(readers[shard], shard, fid, paths):
-                        if work.seg_id > reserved:
-                            # Durable before any segment below it can reach a server.
-                            reserved = work.seg_id + MARK_RESERVE
-                            with cat:
-                                cat.execute(_SET_MARK, (fid, shard, reserved))
-                        if not put(work_q, work):
-                            return
-                        fed[0] += 1
+                    reserved = after = 0
+                    while not halted():
+                        # Read before looking: a shard reported done then has every row committed.
+                        shard_done, seen = shard < follow.shards_done, follow.commits
+                        for work in iter_work(readers[shard], shard, fid, paths, after):
+                            if work.seg_id > reserved:
+                                # Durable before any segment below it can reach a server.
+                                reserved = work.seg_id + MARK_RESERVE
+                                with cat:
+                                    cat.execute(_SET_MARK, (fid, shard, reserved))
+                            if not put(work_q, work):
+                                return
+                            fed[0] += 1
+                            after = work.seg_id
+                        if shard_done:
+                            break
+                        follow.wait_change(seen, timeout=0.5)
             finally:
                 feeder_done.set()
                 for _ in range(self.opts.encoders):
@@ -463,7 +482,7 @@ class _Run:
                     done += 1
                     done_bytes += r.work.length
                 writer.maybe_flush()
-                self._report("post", rnd, totals, done, done_bytes, pool)
+                self._report("post", rnd, totals(), done, done_bytes, pool)
                 if feeder_done.is_set() and done >= fed[0]:
                     break
                 if pool.alive_total == 0:

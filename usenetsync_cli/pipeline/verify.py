@@ -35,7 +35,7 @@ from usenetsync_cli.pipeline.encode import FolderContext
 from usenetsync_cli.pipeline.fetch import OUR_ARTICLE_LIMIT, Article, FetchJob, fetch_results
 from usenetsync_cli.pipeline.poster import open_connection
 from usenetsync_cli.pipeline.upload import folder_context
-from usenetsync_cli.store import catalog
+from usenetsync_cli.store import catalog, counters
 from usenetsync_cli.store.segments import PAGE, pack_layout
 from usenetsync_cli.store.state import NSHARDS, State
 
@@ -49,6 +49,8 @@ _UNCHECKED = (
     "SELECT seg_id, attempt, server_msgid, hash, file_id, idx, gen, epoch FROM segments"
     " WHERE folder_id=? AND state IN (1,2) AND checked_ns IS NULL ORDER BY seg_id LIMIT ?"
 )
+
+_CHECKED_SINCE = "SELECT count(*) FROM segments WHERE folder_id=? AND state IN (1,2) AND checked_ns>=?"
 
 
 @dataclass
@@ -125,12 +127,10 @@ def verify_folder(
             deadline = clock()
         raise
     s.elapsed_s = clock() - t0
-    s.unchecked_left = sum(
-        c.execute(
-            "SELECT count(*) FROM segments WHERE folder_id=? AND state IN (1,2) AND (checked_ns IS NULL OR checked_ns<?)",
-            (folder.folder_id, bar),
-        ).fetchall()[0][0]
-        for c in state.shards
+    # Live segments less those checked since the bar: a counter and a range of segments_due as long as
+    # this sweep's work, never a count of every unchecked row.
+    s.unchecked_left = counters.count(state, folder.folder_id, 1, 2) - sum(
+        c.execute(_CHECKED_SINCE, (folder.folder_id, bar)).fetchall()[0][0] for c in state.shards
     )
     s.missing_files = damaged_files(state, folder)
     if whole is not None:

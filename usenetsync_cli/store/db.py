@@ -18,6 +18,7 @@ Invariants:
 from __future__ import annotations
 
 import errno
+from contextlib import contextmanager
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from pathlib import Path
@@ -88,15 +89,33 @@ def migrate(conn: apsw.Connection, migrations: Sequence[Migration], *, name: str
     return start
 
 
-def keyset_pages(conn: apsw.Connection, query: str, params: Sequence[Any], limit: int) -> Iterator[list[tuple[Any, ...]]]:
+@contextmanager
+def write_txn(conn: apsw.Connection) -> Iterator[None]:
+    """One transaction that holds the write lock from its start (BEGIN IMMEDIATE).
+
+    For a writer that reads first and shares the database with other writers:
+    its reads see the latest commit and nothing commits between them and its
+    writes (a deferred transaction would fail with BUSY_SNAPSHOT instead).
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def keyset_pages(
+    conn: apsw.Connection, query: str, params: Sequence[Any], limit: int, after: int = 0
+) -> Iterator[list[tuple[Any, ...]]]:
     """Pages of ``query`` by keyset pagination: no cursor is held open across pages.
 
     ``query`` takes ``params``, then the last key seen (0 first) and ``limit``,
     and must return rows ordered by a positive integer key in their first
-    column (``... AND key>? ORDER BY key LIMIT ?``). Rows a caller updates out
-    of the predicate between pages are simply not seen again.
+    column (``... AND key>? ORDER BY key LIMIT ?``), from ``after`` on. Rows a
+    caller updates out of the predicate between pages are simply not seen again.
     """
-    after = 0
     while True:
         rows = conn.execute(query, (*params, after, limit)).fetchall()
         if not rows:

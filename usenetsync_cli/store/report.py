@@ -1,7 +1,8 @@
 """Read-only figures about the state, for ``status``.
 
 Owns: collecting sizes, row counts, folders and last runs into plain data.
-Counting uses indexed queries per shard; nothing loads rows into memory.
+Every count comes from the counters (store/counters.py): a few rows per
+shard, whatever the size of the state.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from usenetsync_cli.store import catalog, jobs
+from usenetsync_cli.store import catalog, counters, jobs
 from usenetsync_cli.store.state import State, shard_path
 
 
@@ -47,8 +48,7 @@ def collect_status(state: State, runs: int = 8) -> StatusReport:
         catalog_bytes=_file_bytes(home.catalog_path),
     )
     for n, conn in enumerate(state.shards):
-        rows, present = conn.execute("SELECT count(*), coalesce(sum(present), 0) FROM files").fetchall()[0]
-        by_state = dict(conn.execute("SELECT state, count(*) FROM segments GROUP BY state").fetchall())
+        rows, present, by_state = counters.shard_overview(conn)
         rep.shards.append(
             {"shard": n, "bytes": _file_bytes(shard_path(home.shards_dir, n)), "file_rows": rows,
              "present_files": present,
@@ -100,14 +100,7 @@ def backup_status(state: State, folder_id: int, last_indexed_ns: int | None) -> 
 
 def folder_health(state: State, folder_id: int) -> dict[str, Any]:
     """Live articles of a folder, how many were last seen present, and when the last check ran."""
-    total = present = at_risk = 0
-    last = 0
-    for conn in state.shards:
-        t, p, r, m = conn.execute(
-            "SELECT count(*), coalesce(sum(check_result=1),0), coalesce(sum(check_result IN (0,2)),0),"
-            " coalesce(max(checked_ns),0) FROM segments WHERE folder_id=? AND state IN (1,2)",
-            (folder_id,),
-        ).fetchall()[0]
-        total, present, at_risk, last = total + t, present + p, at_risk + r, max(last, m)
+    h = counters.health(state, folder_id)
+    total, present, at_risk, last = h.articles, h.present, h.at_risk, h.last_checked_ns
     return {"articles": total, "present": present, "at_risk": at_risk,
             "pct_present": round(100.0 * present / total, 2) if total else 100.0, "last_verified_ns": last or None}

@@ -181,6 +181,11 @@ CATALOG_MIGRATIONS: list[Migration] = [
         synced_ns INTEGER NOT NULL
     );
     """,
+    # v9: the key epoch every never-posted segment of the folder is known to be in, so planning re-epochs
+    # them (a walk over every planned segment) only after the epoch changed, not at every resume.
+    """
+    ALTER TABLE folders ADD COLUMN planned_epoch INTEGER;
+    """,
 ]
 
 SHARD_MIGRATIONS: list[Migration] = [
@@ -292,5 +297,80 @@ SHARD_MIGRATIONS: list[Migration] = [
     #   those few rows instead of scanning every segment.
     """
     CREATE INDEX segments_bad ON segments(folder_id, seg_id) WHERE check_result IN (0,2);
+    """,
+    # v9: counters and narrower indexes, so no per-command query walks every row (issue 12; the hot
+    #   queries and the index each one uses are listed in store/counters.py).
+    #   segment_counts: live (n, bytes) per (folder, state, check_result), -1 for never checked, and the
+    #   newest checked_ns seen in that group; file_counts: (n, bytes) per (folder, present, kind). Both are
+    #   kept by triggers, so they change in the same transaction as the rows they count, whatever
+    #   statement changes the rows, and a crash can never leave them disagreeing.
+    #   files_unplanned: the planner's work list (its WHERE is repeated verbatim by plan._NEEDS_PLAN).
+    #   segments_due replaces segments_check: verify pages by checked_ns through live segments only, so
+    #   superseded or never-posted rows never sit in front of the sweep. segments_nohash: verified segments
+    #   whose BLAKE3 is not known yet (settle.backfill's work list, read at the end of every upload).
+    """
+    CREATE TABLE segment_counts(
+        folder_id INTEGER NOT NULL,
+        state INTEGER NOT NULL,
+        chk INTEGER NOT NULL,             -- check_result, -1 never checked
+        n INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        last_checked_ns INTEGER NOT NULL, -- max checked_ns seen in this group (never lowered)
+        PRIMARY KEY(folder_id, state, chk)
+    ) WITHOUT ROWID;
+    CREATE TABLE file_counts(
+        folder_id INTEGER NOT NULL,
+        present INTEGER NOT NULL,
+        kind INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        PRIMARY KEY(folder_id, present, kind)
+    ) WITHOUT ROWID;
+    INSERT INTO segment_counts SELECT folder_id, state, coalesce(check_result, -1), count(*), sum(length),
+        coalesce(max(checked_ns), 0) FROM segments GROUP BY 1, 2, 3;
+    INSERT INTO file_counts SELECT folder_id, present, kind, count(*), sum(size) FROM files GROUP BY 1, 2, 3;
+    CREATE TRIGGER segments_count_insert AFTER INSERT ON segments BEGIN
+        INSERT INTO segment_counts VALUES(NEW.folder_id, NEW.state, coalesce(NEW.check_result, -1), 1, NEW.length,
+            coalesce(NEW.checked_ns, 0))
+        ON CONFLICT(folder_id, state, chk) DO UPDATE SET n=n+1, bytes=bytes+excluded.bytes,
+            last_checked_ns=max(last_checked_ns, excluded.last_checked_ns);
+    END;
+    CREATE TRIGGER segments_count_delete AFTER DELETE ON segments BEGIN
+        UPDATE segment_counts SET n=n-1, bytes=bytes-OLD.length
+        WHERE folder_id=OLD.folder_id AND state=OLD.state AND chk=coalesce(OLD.check_result, -1);
+    END;
+    CREATE TRIGGER segments_count_update AFTER UPDATE OF folder_id, state, check_result, length, checked_ns ON segments
+    WHEN OLD.folder_id<>NEW.folder_id OR OLD.state<>NEW.state OR OLD.check_result IS NOT NEW.check_result
+        OR OLD.length<>NEW.length OR OLD.checked_ns IS NOT NEW.checked_ns
+    BEGIN
+        UPDATE segment_counts SET n=n-1, bytes=bytes-OLD.length
+        WHERE folder_id=OLD.folder_id AND state=OLD.state AND chk=coalesce(OLD.check_result, -1);
+        INSERT INTO segment_counts VALUES(NEW.folder_id, NEW.state, coalesce(NEW.check_result, -1), 1, NEW.length,
+            coalesce(NEW.checked_ns, 0))
+        ON CONFLICT(folder_id, state, chk) DO UPDATE SET n=n+1, bytes=bytes+excluded.bytes,
+            last_checked_ns=max(last_checked_ns, excluded.last_checked_ns);
+    END;
+    CREATE TRIGGER files_count_insert AFTER INSERT ON files BEGIN
+        INSERT INTO file_counts VALUES(NEW.folder_id, NEW.present, NEW.kind, 1, NEW.size)
+        ON CONFLICT(folder_id, present, kind) DO UPDATE SET n=n+1, bytes=bytes+excluded.bytes;
+    END;
+    CREATE TRIGGER files_count_delete AFTER DELETE ON files BEGIN
+        UPDATE file_counts SET n=n-1, bytes=bytes-OLD.size
+        WHERE folder_id=OLD.folder_id AND present=OLD.present AND kind=OLD.kind;
+    END;
+    CREATE TRIGGER files_count_update AFTER UPDATE OF folder_id, present, kind, size ON files
+    WHEN OLD.folder_id<>NEW.folder_id OR OLD.present<>NEW.present OR OLD.kind<>NEW.kind OR OLD.size<>NEW.size
+    BEGIN
+        UPDATE file_counts SET n=n-1, bytes=bytes-OLD.size
+        WHERE folder_id=OLD.folder_id AND present=OLD.present AND kind=OLD.kind;
+        INSERT INTO file_counts VALUES(NEW.folder_id, NEW.present, NEW.kind, 1, NEW.size)
+        ON CONFLICT(folder_id, present, kind) DO UPDATE SET n=n+1, bytes=bytes+excluded.bytes;
+    END;
+    CREATE INDEX files_unplanned ON files(folder_id, file_id)
+        WHERE present=1 AND kind=0 AND (plan_size IS NULL OR plan_size<>size OR plan_mtime_ns<>mtime_ns
+            OR plan_inode<>inode OR plan_ctime_ns IS NOT ctime_ns);
+    DROP INDEX segments_check;
+    CREATE INDEX segments_due ON segments(folder_id, checked_ns, seg_id) WHERE state IN (1,2);
+    CREATE INDEX segments_nohash ON segments(folder_id, seg_id) WHERE state=2 AND (hash IS NULL OR length(hash)<>32);
     """,
 ]

@@ -24,20 +24,11 @@ _PENDING = (
 )
 
 
-def iter_segments(conn: apsw.Connection, folder_id: int, state: int) -> Iterator[tuple[int, ...]]:
-    """(seg_id, file_id, offset, length, attempt, hash, nonce, epoch) of every segment in ``state``, by seg_id."""
-    for rows in keyset_pages(conn, _PENDING, (folder_id, state), PAGE):
+def iter_segments(conn: apsw.Connection, folder_id: int, state: int, after: int = 0) -> Iterator[tuple[int, ...]]:
+    """(seg_id, file_id, offset, length, attempt, hash, nonce, epoch) of every segment in ``state``, by seg_id
+    (those above ``after``)."""
+    for rows in keyset_pages(conn, _PENDING, (folder_id, state), PAGE, after):
         yield from rows
-
-
-def count_by_state(conn: apsw.Connection, folder_id: int) -> dict[int, tuple[int, int]]:
-    """state -> (segments, payload bytes) for one shard."""
-    return {
-        st: (n, b or 0)
-        for st, n, b in conn.execute(
-            "SELECT state, count(*), sum(length) FROM segments WHERE folder_id=? GROUP BY state", (folder_id,)
-        )
-    }
 
 
 def pack_layout(conn: apsw.Connection, seg_id: int) -> list[tuple[int, int]]:

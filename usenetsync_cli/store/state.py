@@ -77,6 +77,24 @@ class State:
             raise
         return cls(home=home, catalog=catalog, shards=shards)
 
+    def reopen(self) -> State:
+        """Another set of connections to this (already opened and migrated) home, for another thread.
+
+        apsw connections are not shared between threads that each run their
+        own transactions; a planner thread (pipeline/plan_ahead.py) gets its own.
+        """
+        opened: list[apsw.Connection] = []
+        try:
+            catalog = db.connect(self.home.catalog_path, cache_kib=2048)
+            opened.append(catalog)
+            for n in range(NSHARDS):
+                opened.append(db.connect(shard_path(self.home.shards_dir, n), cache_kib=SHARD_CACHE_KIB))
+        except BaseException:
+            for conn in opened:
+                conn.close()
+            raise
+        return State(home=self.home, catalog=catalog, shards=opened[1:])
+
     def close(self) -> None:
         for conn in self.shards:
             conn.close()

@@ -134,3 +134,85 @@ def test_hypothesis_tree_round_trip(tmp_path_factory: pytest.TempPathFactory, tr
     got, c = _flatten(Path(os.fsdecode(root)))
     assert {k: v[1] for k, v in got.items()} == expected
     assert c.warnings == 0
+
+
+def _parts(root: Path, **kw: object) -> list[tuple[bytes, int, bool, list[bytes]]]:
+    return [(lst.relpath, lst.part, lst.last, [e[0] for e in lst.files])
+            for lst in scan_tree(os.fsencode(root), ScanCounters(), **kw)]  # type: ignore[arg-type]
+
+
+def test_big_directory_comes_in_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parts of at most CHUNK_ENTRIES, consecutive, numbered, ``last`` only on the final one; subdirectories after."""
+    from usenetsync_cli.pipeline import scan
+
+    monkeypatch.setattr(scan, "CHUNK_ENTRIES", 7)
+    (tmp_path / "big").mkdir()
+    for i in range(30):
+        (tmp_path / "big" / f"f{i}").write_bytes(b"x")
+    for i in range(3):
+        os.symlink("f0", tmp_path / "big" / f"l{i}")
+    (tmp_path / "big" / "sub").mkdir()
+    (tmp_path / "big" / "sub" / "s").write_bytes(b"s")
+    (tmp_path / "exact").mkdir()
+    for i in range(21):
+        (tmp_path / "exact" / f"e{i}").write_bytes(b"")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "links").mkdir()
+    for i in range(15):
+        os.symlink("nowhere", tmp_path / "links" / f"l{i}")
+    got = _parts(tmp_path)
+    by_dir: dict[bytes, list[tuple[int, bool, list[bytes]]]] = {}
+    order = []
+    for rel, part, last, names in got:
+        if not order or order[-1] != rel:
+            assert rel not in by_dir  # a directory's parts are never interleaved with another's
+            order.append(rel)
+        by_dir.setdefault(rel, []).append((part, last, names))
+    big = by_dir[b"big"]
+    assert [p for p, _, _ in big] == list(range(5)) and [len(n) for _, _, n in big] == [7, 7, 7, 7, 5]
+    assert [last for _, last, _ in big] == [False] * 4 + [True]
+    assert sorted(n for _, _, ns in big for n in ns) == sorted([f"f{i}".encode() for i in range(30)]
+                                                               + [f"l{i}".encode() for i in range(3)])
+    assert order.index(b"big/sub") > order.index(b"big")
+    exact = by_dir[b"exact"]  # a multiple of the part size: no empty trailing part
+    assert [(p, last, len(n)) for p, last, n in exact] == [(0, False, 7), (1, False, 7), (2, True, 7)]
+    assert by_dir[b"empty"] == [(0, True, [])]
+    assert [(p, last, len(n)) for p, last, n in by_dir[b"links"]] == [(0, False, 7), (1, False, 7), (2, True, 1)]
+    assert by_dir[b""] == [(0, True, [])] and by_dir[b"big/sub"] == [(0, True, [b"s"])]
+
+
+def test_small_directory_is_one_part_as_before(tmp_path: Path) -> None:
+    for i in range(50):
+        (tmp_path / f"f{i}").write_bytes(b"")
+    got = _parts(tmp_path)
+    assert [(rel, part, last, len(names)) for rel, part, last, names in got] == [(b"", 0, True, 50)]
+
+
+def test_listing_error_part_way_still_ends_with_a_last_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EIO in the middle of a big directory: what was listed is yielded and the directory is closed by ``last``."""
+    from usenetsync_cli.pipeline import scan
+
+    monkeypatch.setattr(scan, "CHUNK_ENTRIES", 4)
+    for i in range(20):
+        (tmp_path / f"f{i}").write_bytes(b"")
+
+    class Failing:
+        def __init__(self, p: bytes) -> None:
+            self.it = os.scandir(p)
+
+        def __enter__(self) -> Failing:
+            return self
+
+        def __exit__(self, *a: object) -> None:
+            self.it.close()
+
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            for n, e in enumerate(self.it):
+                if n == 10:
+                    raise OSError(5, "Input/output error")
+                yield e
+
+    c = ScanCounters()
+    got = [(lst.part, lst.last, len(lst.files)) for lst in scan_tree(os.fsencode(tmp_path), c, scandir=Failing)]
+    assert got == [(0, False, 4), (1, False, 4), (2, True, 2)]
+    assert c.warnings == 1

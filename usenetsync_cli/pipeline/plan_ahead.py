@@ -48,6 +48,7 @@ class PlanFollow:
         self.cond = threading.Condition()
         self.shards_done = 0  # shards 0 .. shards_done-1 are fully planned
         self.commits = 0  # planning transactions committed so far
+        self.segments_committed = 0  # segments those transactions planned (summary counts ahead of a commit)
         self.finished = False
         self.error: BaseException | None = None
         self.summary = PlanSummary()
@@ -62,6 +63,7 @@ class PlanFollow:
     def committed(self, shard: int, chunk_done: bool) -> None:
         with self.cond:
             self.commits += 1
+            self.segments_committed = self.summary.segments
             if chunk_done:
                 self.shards_done = max(self.shards_done, shard + 1)
             self.cond.notify_all()
@@ -101,7 +103,7 @@ class PlanAhead:
         """Until the planner committed segments, or finished (then there may be nothing new)."""
         f = self.follow
         with f.cond:
-            while not f.cond.wait_for(lambda: f.finished or f.summary.segments > 0 or self.halted(), timeout=0.2):
+            while not f.cond.wait_for(lambda: f.finished or f.segments_committed > 0 or self.halted(), timeout=0.2):
                 pass
 
     def cancel(self) -> None:
@@ -129,7 +131,7 @@ class PlanAhead:
         try:
             def on_commit(shard: int, shard_done: bool) -> None:
                 self.follow.committed(shard, shard_done)
-                if hold is None or shard_done or not self.follow.summary.segments:
+                if hold is None or shard_done or not self.follow.segments_committed:
                     return
                 planned_commits[0] += 1
                 if planned_commits[0] == hold[0]:  # once

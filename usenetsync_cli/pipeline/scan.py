@@ -4,8 +4,16 @@ Owns: walking a folder and reporting, per directory, the regular files and
 symlinks it holds with their lstat (or stat, when following links).
 
 Invariants:
-- Never a list of the whole tree in memory: the generator holds the current
-  directory's entries and a stack of directories still to visit.
+- Never a list of the whole tree in memory, nor of one whole directory's
+  files: the generator holds at most ``CHUNK_ENTRIES`` file entries of the
+  current directory, its subdirectories (relpath, mode, mtime), and a stack of
+  directories still to visit. A directory is yielded in parts
+  (``DirListing.part`` 0, 1, ...; ``last`` set on its final part); one that
+  fits in a part is yielded exactly once, ``part=0, last=True``, as before
+  parts existed. Every directory that is started ends with a ``last`` part,
+  even when its listing fails part-way. Subdirectories are pushed only after
+  the last part, so a directory's parts are consecutive. (A directory with
+  millions of subdirectories still holds their list: not bounded here.)
 - Paths are bytes end to end, so names that are not UTF-8 round-trip.
 - Symlinks are recorded, not followed, unless ``follow_symlinks``; then
   directories are identified by (st_dev, st_ino) so a loop is visited once.
@@ -32,6 +40,10 @@ KIND_SYMLINK = 1
 #  extended attributes (xattr_blob) or None when not asked for)
 FileEntry = tuple[bytes, int, int, int, int, int, int, bytes | None, int, bytes | None]
 
+# Most file entries of one directory held at once (~0.35 KiB each): a bigger
+# directory is yielded in parts of this size.
+CHUNK_ENTRIES = 8192
+
 
 @dataclass(slots=True)
 class DirListing:
@@ -39,6 +51,8 @@ class DirListing:
     mode: int
     mtime_ns: int
     files: list[FileEntry]
+    part: int = 0  # which part of this directory (0 first)
+    last: bool = True  # the directory's final part: no more entries of it follow
 
 
 @dataclass
@@ -91,7 +105,10 @@ def scan_tree(
     xattrs: bool = False,
     scandir: Callable[[bytes], object] = os.scandir,
 ) -> Iterator[DirListing]:
-    """Yield one ``DirListing`` per directory below (and including) ``root``."""
+    """Yield the ``DirListing`` parts of each directory below (and including) ``root``.
+
+    A directory of at most ``CHUNK_ENTRIES`` files is one part (``part=0, last=True``)."""
+    chunk = CHUNK_ENTRIES
     st = os.stat(root)
     visited: set[tuple[int, int]] = {(st.st_dev, st.st_ino)} if follow_symlinks else set()
     stack: list[tuple[bytes, int, int]] = [(b"", st.st_mode, st.st_mtime_ns)]
@@ -113,6 +130,7 @@ def scan_tree(
             continue
         counters.dirs += 1
         append = files.append
+        part = 0
         with it:  # type: ignore[attr-defined]
             try:
                 for entry in it:  # type: ignore[attr-defined]
@@ -129,17 +147,26 @@ def scan_tree(
                     if fmt == ifreg:
                         append((entry.name, kind_file, est.st_size, est.st_mtime_ns, est.st_ctime_ns, est.st_ino, m, None,
                                 est.st_nlink, xattr_blob(entry.path) if xattrs else None))
+                        if len(files) > chunk:
+                            # One entry past a full part: the full part is not the last one.
+                            yield DirListing(rel, dmode, dmtime, files[:chunk], part, False)
+                            del files[:chunk]  # same list: ``append`` stays bound to it
+                            part += 1
                     elif fmt == ifdir:
                         subdirs.append((_join(rel, entry.name), m, est.st_mtime_ns))
                     elif fmt == iflnk:
                         _symlink(entry, rel, est, files, subdirs, counters, follow_symlinks, visited)
+                        if len(files) > chunk:
+                            yield DirListing(rel, dmode, dmtime, files[:chunk], part, False)
+                            del files[:chunk]
+                            part += 1
                     else:
                         counters.special += 1
                         if len(counters.special_samples) < 5:
                             counters.special_samples.append(os.fsdecode(entry.path))
             except OSError as e:  # the listing itself failed part-way (e.g. EIO)
                 counters.warn(f"error listing {os.fsdecode(full)}: {e.strerror}")
-        yield DirListing(rel, dmode, dmtime, files)
+        yield DirListing(rel, dmode, dmtime, files, part, True)
         if follow_symlinks:
             # Directory identity only matters when links can lead back up the tree.
             for sub in subdirs:

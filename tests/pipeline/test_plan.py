@@ -123,3 +123,41 @@ def test_planning_a_huge_layout_keeps_transactions_and_the_wal_bounded(
                 per_file.setdefault((sh, file_id), []).append(idx)
         assert sorted(len(v) for v in per_file.values()) == [2_500] * 159 + [10_000]
         assert all(sorted(v) == list(range(len(v))) for v in per_file.values())
+
+
+def test_settling_in_parts_bounded_by_segments_gives_the_same_content_hashes(
+    state: State, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """settle cuts a page of files into parts of at most PART_SEGMENTS segments (a page of a hundred 10 GB files
+    held 1.6M segment rows); the hashes must be those of the whole files, whatever the cut."""
+    from tests.pipeline.upload_support import fabricate_posted
+    from usenetsync_cli.core.hashing import file_content_hash, piece_hash
+    from usenetsync_cli.pipeline import settle
+
+    src = tmp_path / "src"
+    src.mkdir()
+    sizes = [SEG * 3 + 5, SEG * 2, 200, 300, SEG * 4, 0, SEG + 1]
+    for i, n in enumerate(sizes):
+        with open(src / f"f{i}", "wb") as f:
+            f.truncate(n)  # zeros: what fabricate_posted's hashes describe
+    index_folder(state, src)
+    folder = catalog.get_folder(state.catalog, os.fsencode(src.resolve()))
+    assert folder is not None
+    seen: list[int] = []
+    parts = settle._parts
+
+    def record(rows, seg_size):  # type: ignore[no-untyped-def]
+        out = parts(rows, seg_size)
+        seen.extend(len(p) for p in out)
+        return out
+
+    monkeypatch.setattr(settle, "PART_SEGMENTS", 3)
+    monkeypatch.setattr(settle, "_parts", record)
+    fabricate_posted(state, folder, SEG)
+    assert max(seen) < len(sizes) and len(seen) > 2  # the pages really were cut
+    for conn in state.shards:
+        for name, size, done, gen, content in conn.execute(
+                "SELECT name, size, done_gen, gen, content_hash FROM files WHERE folder_id=?", (folder.folder_id,)):
+            pieces = [piece_hash(bytes(min(SEG, size - off))) for off in range(0, size, SEG)] if size >= SEG // 2 \
+                else ([piece_hash(bytes(size))] if size else [])
+            assert (done, content) == (gen, file_content_hash(size, pieces)), name

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 from usenetsync_cli.core.article import decode_yenc_article
 from usenetsync_cli.nntp import Connection, ServerSpec
@@ -140,5 +141,27 @@ def fabricate_posted(state: State, folder: catalog.Folder, segment_size: int) ->
                 [(hashes[n], os.urandom(12), now, now, n + 29, s) for s, n in rows],
             )
         total += len(rows)
+        fabricate_pack_hashes(conn, folder.folder_id)
     settle_folder(state, folder, folder_context(folder, ("alt.binaries.test",)), None, after_upload=True)
     return total
+
+
+def fabricate_pack_hashes(conn: Any, folder_id: int) -> None:
+    """What an upload records for a posted pack of zeros: each member's piece hash and the pack's hash over them
+    (core.hashing.pack_hash); without them no packed file settles."""
+    from usenetsync_cli.core.hashing import pack_hash, piece_hash
+
+    zeros: dict[int, bytes] = {}
+    packs = conn.execute("SELECT seg_id, length FROM segments WHERE folder_id=? AND file_id IS NULL AND state=2",
+                         (folder_id,)).fetchall()
+    with conn:
+        for seg_id, length in packs:
+            members = conn.execute("SELECT file_id, pack_offset, length FROM pack_members WHERE seg_id=?"
+                                   " ORDER BY pack_offset", (seg_id,)).fetchall()
+            for _f, _o, n in members:
+                if n not in zeros:
+                    zeros[n] = piece_hash(bytes(n))
+            conn.executemany("UPDATE pack_members SET hash=? WHERE seg_id=? AND file_id=?",
+                             [(zeros[n], seg_id, f) for f, _o, n in members])
+            conn.execute("UPDATE segments SET hash=? WHERE seg_id=?",
+                         (pack_hash(length, [(o, n, zeros[n]) for _f, o, n in members]), seg_id))

@@ -24,7 +24,12 @@ whose ``done_gen`` is not their ``gen``):
   (a pack only once no file's current or done generation is in it);
 - otherwise still pending (the upload is incomplete; nothing changes).
 
-Commit point: one transaction per shard per page of unsettled files; the
+Memory: a page of unsettled files is settled in parts of at most
+``PART_SEGMENTS`` segments (by planned size; a file is never split), and only
+unsettled files' rows are read: a page holding a hundred 10 GB files held
+1.6M segment rows (538 MB at 26M segments).
+
+Commit point: one transaction per shard per part of a page of unsettled files; the
 backfill commits each page of hashes it computed. Re-running settles what a
 crash left unsettled; nothing here is lost by a crash.
 """
@@ -39,6 +44,7 @@ import apsw
 
 from usenetsync_cli.core.article import decode_yenc_article
 from usenetsync_cli.core.hashing import file_content_hash, is_crypto_hash, pack_hash, piece_hash
+from usenetsync_cli.core.packing import DEFAULT_SEGMENT_SIZE
 from usenetsync_cli.errors import UsenetSyncError
 from usenetsync_cli.nntp import Connection, ServerSpec
 from usenetsync_cli.pipeline.encode import FolderContext
@@ -57,14 +63,18 @@ _UNSETTLED = (
 )
 # The current generation's rows of a page of files (file_id range), read in one query each:
 # settling 10,000 small files must not cost 10,000 round trips to SQLite.
+# Only unsettled files of the range (settled ones between them would be read for nothing).
 _PAGE_SEGMENTS = (
     "SELECT s.file_id, s.idx, s.length, s.state, s.hash FROM segments s JOIN files f ON f.file_id=s.file_id"
-    " WHERE s.file_id BETWEEN ? AND ? AND s.gen=f.gen AND s.state<>4 ORDER BY s.file_id, s.idx"
+    " WHERE s.file_id BETWEEN ? AND ? AND s.gen=f.gen AND s.state<>4 AND f.done_gen IS NOT f.gen"
+    " ORDER BY s.file_id, s.idx"
 )
 _PAGE_MEMBERS = (
     "SELECT m.file_id, m.length, s.state, m.hash, s.hash FROM pack_members m JOIN files f ON f.file_id=m.file_id"
     " JOIN segments s ON s.seg_id=m.seg_id WHERE m.file_id BETWEEN ? AND ? AND m.gen=f.gen AND s.state<>4"
+    " AND f.done_gen IS NOT f.gen"
 )
+PART_SEGMENTS = 50_000
 _DONE = (
     "UPDATE files SET done_gen=gen, done_size=plan_size, done_mtime_ns=plan_mtime_ns, content_hash=?, unstable=0"
     " WHERE file_id=?"
@@ -103,19 +113,40 @@ def settle_folder(
     if spec is not None and _any_needs_hash(state, folder.folder_id):
         backfill_hashes(state, folder, ctx, spec, s)
     dirs: dict[int, bytes] = {}
+    seg_size = _segment_size(state, folder.folder_id)
     for conn in state.shards:
         for rows in keyset_pages(conn, _UNSETTLED, (folder.folder_id,), PAGE):
-            with conn:
-                for row, verdict in _settle_page(conn, rows, after_upload):
-                    if verdict == "done":
-                        s.settled += 1
-                    elif verdict == "pending":
-                        s.pending += 1
-                    else:
-                        s.unstable_count += 1
-                        if len(s.unstable) < 100:
-                            s.unstable.append(_relpath(state, dirs, row[1], row[2]))
+            for part in _parts(rows, seg_size):
+                with conn:
+                    for row, verdict in _settle_page(conn, part, after_upload):
+                        if verdict == "done":
+                            s.settled += 1
+                        elif verdict == "pending":
+                            s.pending += 1
+                        else:
+                            s.unstable_count += 1
+                            if len(s.unstable) < 100:
+                                s.unstable.append(_relpath(state, dirs, row[1], row[2]))
     return s
+
+
+def _segment_size(state: State, folder_id: int) -> int:
+    rows = state.catalog.execute("SELECT segment_size FROM folders WHERE folder_id=?", (folder_id,)).fetchall()
+    return int(rows[0][0]) if rows and rows[0][0] else DEFAULT_SEGMENT_SIZE
+
+
+def _parts(rows: list[tuple[Any, ...]], seg_size: int) -> list[list[tuple[Any, ...]]]:
+    """``rows`` (in file_id order) cut so that each part's files have at most PART_SEGMENTS segments."""
+    parts: list[list[tuple[Any, ...]]] = [[]]
+    count = 0
+    for r in rows:
+        n = max(1, -(-(r[7] or 0) // seg_size))  # planned size
+        if parts[-1] and count + n > PART_SEGMENTS:
+            parts.append([])
+            count = 0
+        parts[-1].append(r)
+        count += n
+    return parts
 
 
 def _settle_page(conn: apsw.Connection, rows: list[tuple[Any, ...]], after_upload: bool) -> list[tuple[Any, str]]:

@@ -548,6 +548,8 @@ def run_once(root: Path, meta: dict[str, Any], a: argparse.Namespace, sink: Sink
         cat = sqlite3.connect(home / "state" / "catalog.db")
         published = cat.execute("SELECT files, bytes FROM shares WHERE name='scale'").fetchone()
         cat.close()
+        if not published[0]:
+            print(f"  share create published nothing: {r['stderr'][-800:]}", flush=True)
         row("share create --public", r["wall_s"], r["peak_rss"],
             f"{published[0]:,} files, {published[1] / 1e12:,.2f} TB published; segments marked posted by "
             "fabricate_posted; the index itself posted to and read back from INN", published_files=published[0])

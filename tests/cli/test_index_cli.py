@@ -180,3 +180,12 @@ def test_no_progress_when_not_a_terminal(tmp_path: Path) -> None:
     r = _cli("index", str(src))
     assert r.returncode == 0 and r.stderr == ""
     assert "\x1b[" not in r.stdout
+
+
+def test_status_off_a_terminal_never_cuts_a_long_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """COLUMNS=120 here; off a terminal a table must not end a 200-character folder path in an ellipsis."""
+    src = _tree(tmp_path / ("a-rather-long-folder-name-" * 8) / "src", 3)
+    assert len(str(src.resolve())) > 200
+    assert run(capsys, "index", str(src)).code == 0
+    r = run(capsys, "status")
+    assert r.code == 0 and str(src.resolve()) in r.out and "…" not in r.out

@@ -36,13 +36,25 @@ LockWaitOpt = Annotated[
 ]
 
 
+_UNCUT = 1 << 16
+
+
+def _console(*, stderr: bool) -> Console:
+    """A console that, off a terminal (a pipe, a log, cron mail), never cuts data at a guessed 80 columns:
+    a long path in a table stays whole instead of ending in an ellipsis."""
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, highlight=False, soft_wrap=True, width=_UNCUT)
+    return console
+
+
 class Output:
     """stdout carries data, stderr carries messages for people."""
 
     def __init__(self, json_mode: bool) -> None:
         self.json = json_mode
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
-        self.out = Console(highlight=False, soft_wrap=True)
+        self.err = _console(stderr=True)
+        self.out = _console(stderr=False)
 
     @property
     def interactive(self) -> bool:

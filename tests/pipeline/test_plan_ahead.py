@@ -222,3 +222,36 @@ def test_the_planner_reads_a_file_again_under_its_write_lock(tmp_path: Path, mon
         plan_folder(state, folder, 10_000)
         live_gens = {g for (g,) in conn.execute("SELECT DISTINCT gen FROM segments WHERE state<>4")}
         assert live_gens == {2}  # generation 1 is no longer done, so it was abandoned
+
+
+def test_a_pack_result_never_commits_posted_without_all_its_member_hashes(tmp_path: Path) -> None:
+    """The batch writer commits every ``batch_rows`` rows, inside one result too (a pack has thousands of
+    members). A crash between two of its commits must leave the pack planned, never posted with member
+    hashes missing (its files would never settle, nor be published)."""
+    import threading
+    import time
+
+    from usenetsync_cli.pipeline.encode import Work
+    from usenetsync_cli.pipeline.poster import PostResult
+    from usenetsync_cli.pipeline.upload import UploadOptions, UploadSummary, _Run
+    from usenetsync_cli.store.batch import BatchWriter
+
+    with State.open(Home.resolve(tmp_path / "home")) as state:
+        conn = state.shards[0]
+        conn.execute("INSERT INTO segments(folder_id, file_id, idx, offset, length) VALUES(1, NULL, 0, 0, 100)")
+        seg_id = conn.last_insert_rowid()
+        conn.executemany("INSERT INTO pack_members(seg_id, file_id, pack_offset, length) VALUES(?,?,?,10)",
+                         [(seg_id, f, f * 10) for f in range(10)])
+        run_ = _Run(state, None, None, UploadOptions(servers=[]), UploadSummary("x", 100), None,  # type: ignore[arg-type]
+                    threading.Event(), time.monotonic, 0.0)
+        work = Work(0, seg_id, 0, 100, True, [], hash=b"p" * 32, wire_bytes=130,
+                    member_hashes=[(f, bytes([f]) * 32) for f in range(10)])
+        for cut in range(1, 12):  # the writer commits after every `cut` rows; the crash loses the rest
+            conn.execute("UPDATE segments SET state=0, hash=NULL WHERE seg_id=?", (seg_id,))
+            conn.execute("UPDATE pack_members SET hash=NULL")
+            w = BatchWriter(state, max_rows=cut)
+            run_._apply(w, PostResult(work, "posted"))
+            w.discard()  # kill -9: what the last batch held is lost
+            (st,) = conn.execute("SELECT state FROM segments WHERE seg_id=?", (seg_id,)).fetchall()[0]
+            missing = conn.execute("SELECT count(*) FROM pack_members WHERE hash IS NULL").fetchall()[0][0]
+            assert st == 0 or missing == 0, (cut, st, missing)

@@ -152,7 +152,7 @@ def fabricate_pack_hashes(conn: Any, folder_id: int) -> None:
     from usenetsync_cli.core.hashing import pack_hash, piece_hash
 
     zeros: dict[int, bytes] = {}
-    packs = conn.execute("SELECT seg_id, length FROM segments WHERE folder_id=? AND file_id IS NULL AND state=2",
+    packs = conn.execute("SELECT seg_id, length FROM segments WHERE folder_id=? AND file_id IS NULL AND state IN (1,2)",
                          (folder_id,)).fetchall()
     with conn:
         for seg_id, length in packs:

@@ -543,9 +543,13 @@ class _Run:
             # A confirmed duplicate is an earlier post's copy, sealed with a nonce we never
             # recorded: leave it unknown rather than claim this run's.
             nonce = work.nonce if r.outcome == "posted" else None
-            w.add(sh, _POSTED, (work.wire_bytes, work.hash, nonce, time.time_ns(), r.server_msgid, work.seg_id))
+            # Members first, the posted mark last: the writer may commit a batch between any two rows (a pack
+            # has thousands of members), and a crash there must leave the segment planned (re-posted under its
+            # Message-ID, or found by the in-doubt probe), never posted with member hashes missing: such a
+            # pack's files never settle and are never published.
             for file_id, h in work.member_hashes:
                 w.add(sh, _MEMBER_HASH, (h, work.seg_id, file_id))
+            w.add(sh, _POSTED, (work.wire_bytes, work.hash, nonce, time.time_ns(), r.server_msgid, work.seg_id))
             s.posted_now += 1
             s.bytes_posted += work.length
             s.wire_bytes_posted += work.wire_bytes

@@ -273,11 +273,7 @@ def _merge_batch(
                 s.dirs_changed += 1
         else:
             s.dirs_changed += 1
-            writer.catalog().execute(  # type: ignore[attr-defined]
-                "INSERT INTO dirs(folder_id, relpath, mode, mtime_ns, seen_run) VALUES(?,?,?,?,?)",
-                (fid, rel, listing.mode, listing.mtime_ns, run_id),
-            )
-            dir_id, mask = cat.last_insert_rowid(), 0
+            dir_id, mask = _new_dir(writer, cat, fid, listing, run_id), 0
         entries = listing.files
         s.files += len(entries)
         s.bytes += sum(map(_size, entries))
@@ -291,25 +287,8 @@ def _merge_batch(
             if old is not None and old[1:] == entry:
                 continue  # unchanged: the common case costs one dict pop and one compare
             touched += 1
-            name = entry[0]
-            size = entry[2]
-            sh = shard_of(uid, prefix + name)
-            if old is None:
-                if not new_mask >> sh & 1:
-                    # The mask must reach the catalog before (or with) the row
-                    # reaches the shard: flush() commits the catalog first, so a
-                    # crash can never leave a row its directory does not point to.
-                    new_mask |= 1 << sh
-                    writer.catalog().execute(  # type: ignore[attr-defined]
-                        "UPDATE dirs SET shard_mask=? WHERE dir_id=?", (new_mask, dir_id)
-                    )
-                add(sh, _INSERT, (fid, dir_id, *entry, run_id))
-                s.new += 1
-                s.new_bytes += size
-            else:
-                add(sh, _UPDATE, (*entry[1:], run_id, fid, dir_id, name))
-                s.changed += 1
-                s.changed_bytes += size
+            sh = shard_of(uid, prefix + entry[0])
+            new_mask = _write_entry(writer, s, sh, new_mask, fid, dir_id, run_id, entry, old is not None)
         s.unchanged += len(entries) - touched
         for name in rows:  # present before, gone now
             add(shard_of(uid, prefix + name), _DELETE, (run_id, fid, dir_id, name))
@@ -318,6 +297,42 @@ def _merge_batch(
         writer.catalog().executemany(  # type: ignore[attr-defined]
             "UPDATE dirs SET mode=?, mtime_ns=?, present=1, seen_run=? WHERE dir_id=?", seen_dirs
         )
+
+
+_NEW_DIR = "INSERT INTO dirs(folder_id, relpath, mode, mtime_ns, seen_run) VALUES(?,?,?,?,?)"
+
+
+def _new_dir(writer: BatchWriter, cat: apsw.Connection, fid: int, listing: DirListing, run_id: int) -> int:
+    """A directory first seen in this run: its row, in the writer's catalog transaction; returns its dir_id."""
+    cat_txn: Any = writer.catalog()
+    cat_txn.execute(_NEW_DIR, (fid, listing.relpath, listing.mode, listing.mtime_ns, run_id))
+    return int(cat.last_insert_rowid())
+
+
+def _write_entry(
+    writer: BatchWriter, s: IndexSummary, sh: int, mask: int, fid: int, dir_id: int, run_id: int,
+    entry: tuple[Any, ...], stored: bool,
+) -> int:
+    """Queue one new (``stored`` False) or changed file; returns the directory's shard mask.
+
+    The mask must reach the catalog before (or with) the row reaches the
+    shard: flush() commits the catalog first, so a crash can never leave a
+    row its directory does not point to.
+    """
+    size = entry[2]
+    if stored:
+        writer.add(sh, _UPDATE, (*entry[1:], run_id, fid, dir_id, entry[0]))
+        s.changed += 1
+        s.changed_bytes += size
+        return mask
+    if not mask >> sh & 1:
+        mask |= 1 << sh
+        cat_txn: Any = writer.catalog()
+        cat_txn.execute("UPDATE dirs SET shard_mask=? WHERE dir_id=?", (mask, dir_id))
+    writer.add(sh, _INSERT, (fid, dir_id, *entry, run_id))
+    s.new += 1
+    s.new_bytes += size
+    return mask
 
 
 def _sweep_unseen_dirs(state: State, folder: catalog.Folder, run_id: int, s: IndexSummary) -> None:
@@ -372,11 +387,7 @@ class _BigDir:
                 s.dirs_changed += 1
         else:
             s.dirs_changed += 1
-            writer.catalog().execute(  # type: ignore[attr-defined]
-                "INSERT INTO dirs(folder_id, relpath, mode, mtime_ns, seen_run) VALUES(?,?,?,?,?)",
-                (fid, rel, first.mode, first.mtime_ns, run_id),
-            )
-            self.dir_id, mask = state.catalog.last_insert_rowid(), 0
+            self.dir_id, mask = _new_dir(writer, state.catalog, fid, first, run_id), 0
         # Only shards in the mask at the start can hold rows from before this run: only
         # they are read, and only their rows can be deleted. With none (a new directory,
         # the first index) there is nothing to compare or delete, so no names are kept.
@@ -411,7 +422,6 @@ class _BigDir:
                 for r in self.state.shards[sh].execute(q, (fid, dir_id, *names), can_cache=False):
                     stored[r[0]] = r
             self.matched += len(stored)
-        add = self.writer.add
         get = stored.get
         touched = 0
         for entry, sh in zip(entries, shards):
@@ -419,22 +429,7 @@ class _BigDir:
             if old is not None and old == entry:
                 continue
             touched += 1
-            name = entry[0]
-            size = entry[2]
-            if old is None:
-                if not self.mask >> sh & 1:
-                    # As in _merge_batch: the mask reaches the catalog before (or with) the row.
-                    self.mask |= 1 << sh
-                    self.writer.catalog().execute(  # type: ignore[attr-defined]
-                        "UPDATE dirs SET shard_mask=? WHERE dir_id=?", (self.mask, dir_id)
-                    )
-                add(sh, _INSERT, (fid, dir_id, *entry, run_id))
-                s.new += 1
-                s.new_bytes += size
-            else:
-                add(sh, _UPDATE, (*entry[1:], run_id, fid, dir_id, name))
-                s.changed += 1
-                s.changed_bytes += size
+            self.mask = _write_entry(self.writer, s, sh, self.mask, fid, dir_id, run_id, entry, old is not None)
         s.unchanged += len(entries) - touched
         if self.seen is not None:
             self.seen.add(e[0] for e in entries)

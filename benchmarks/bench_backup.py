@@ -155,30 +155,8 @@ def check_disk(cache: Path, workdir: Path, sizes: list[int]) -> None:
 # Child processes
 # --------------------------------------------------------------------------
 
-# The CLI exactly as `python -m usenetsync_cli` runs it, then the child's own peak RSS and CPU.
-_CLI = r"""
-import json, resource, sys, time
-out = sys.argv[1]
-sys.argv = ["usenetsync", *sys.argv[2:]]
-t0 = time.perf_counter()
-code = 0
-try:
-    from usenetsync_cli.entry import main
-    main()
-except SystemExit as e:
-    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-finally:
-    hwm = 0
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                hwm = int(line.split()[1]) * 1024
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    with open(out, "w") as f:
-        json.dump({"code": code, "wall_s": time.perf_counter() - t0, "peak_rss": hwm,
-                   "cpu_s": r.ru_utime + r.ru_stime}, f)
-sys.exit(code)
-"""
+from cli_child import CLI as _CLI  # noqa: E402 - benchmarks/ is the script's own directory
+
 
 # publish_backup called directly; every POST counted (catalog articles included).
 _PUBLISH = r"""

@@ -78,30 +78,8 @@ LAYOUT_VERSION = 1
 GROUP = "alt.binaries.test"
 SMALL_PER_DIR = 1_000
 
-# The CLI as `python -m usenetsync_cli` runs it, then the child's own peak RSS.
-_CLI = r"""
-import json, resource, sys, time
-out = sys.argv[1]
-sys.argv = ["usenetsync", *sys.argv[2:]]
-t0 = time.perf_counter()
-code = 0
-try:
-    from usenetsync_cli.entry import main
-    main()
-except SystemExit as e:
-    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-finally:
-    hwm = 0
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                hwm = int(line.split()[1]) * 1024
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    with open(out, "w") as f:
-        json.dump({"code": code, "wall_s": time.perf_counter() - t0, "peak_rss": hwm,
-                   "cpu_s": r.ru_utime + r.ru_stime}, f)
-sys.exit(code)
-"""
+from cli_child import CLI as _CLI  # noqa: E402 - benchmarks/ is the script's own directory
+
 
 # tests/pipeline/upload_support.py fabricate_posted, with two changes that keep it usable at millions of
 # segments and leave the rows the same: the zero payload's hash is computed once per length (there,

@@ -190,10 +190,9 @@ def local_catalog(state: State) -> Catalog:
         if not rows:
             continue
         versions = {v: Version(v, c // 1_000_000_000, f, b) for v, c, f, b in rows}
-        seg = state.catalog.execute("SELECT segment_size FROM folders WHERE folder_id=?", (folder.folder_id,)).fetchall()
         label = folder_label(state, folder) or os.path.basename(folder.display_path.rstrip("/")) or "/"
         cat.folders[folder.uid] = FolderEntry(
-            uid=folder.uid, label=label, path=folder.display_path, host=host, segment_size=seg[0][0] or 0,
+            uid=folder.uid, label=label, path=folder.display_path, host=host, segment_size=catalog.folder_segment_size(state.catalog, folder.folder_id) or 0,
             folder_key=folder.folder_key, epochs=dict(folder.epoch_keys), versions=versions, forgotten=set(),
             updated_ns=max(c for _v, c, _f, _b in rows),
         )

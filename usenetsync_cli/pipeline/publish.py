@@ -69,11 +69,11 @@ def iter_records(
     file whose layout is not done (not uploaded yet, changed since, not
     verified) raises ``NotUploadedError``: nothing half-posted is published.
     """
-    seg_size = state.catalog.execute("SELECT segment_size FROM folders WHERE folder_id=?", (folder.folder_id,)).fetchall()
+    seg_size = catalog.folder_segment_size(state.catalog, folder.folder_id) or 0
     ctx = FolderContext.from_keys(folder.uid, folder.keys_by_epoch(), folder.epoch, ())
     used = sorted({e for conn in state.shards for (e,) in conn.execute(_USED_EPOCHS, (folder.folder_id,))})
     yield ["H", {
-        "format": FORMAT, "segment_size": seg_size[0][0] if seg_size and seg_size[0][0] else 0,
+        "format": FORMAT, "segment_size": seg_size,
         "folder_uid": folder.uid.hex(), "epochs": {str(e): ctx.at(e).reader_doc() for e in used},
         "files": folder.files, "bytes": folder.bytes,
     }]

@@ -607,12 +607,12 @@ def create_recovery(
     if redundancy == 0:
         return s
     ctx = _context(folder, spec.groups)
-    seg_size = state.catalog.execute("SELECT segment_size FROM folders WHERE folder_id=?", (folder.folder_id,)).fetchall()
-    if seg_size and seg_size[0][0]:
-        fit = _max_members(_block_size(int(seg_size[0][0]) + SEAL_OVERHEAD + PAD_SPREAD))
+    seg_size = catalog.folder_segment_size(state.catalog, folder.folder_id)
+    if seg_size:
+        fit = _max_members(_block_size(seg_size + SEAL_OVERHEAD + PAD_SPREAD))
         if fit < 2:
             raise ConfigError(
-                f"{seg_size[0][0]:,}-byte segments leave no room for recovery articles",
+                f"{seg_size:,}-byte segments leave no room for recovery articles",
                 hint="recovery needs segments of at most ~950,000 bytes (768,000 is the default)",
             )
         group_articles = min(group_articles, fit)

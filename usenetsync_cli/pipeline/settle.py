@@ -113,7 +113,7 @@ def settle_folder(
     if spec is not None and _any_needs_hash(state, folder.folder_id):
         backfill_hashes(state, folder, ctx, spec, s)
     dirs: dict[int, bytes] = {}
-    seg_size = _segment_size(state, folder.folder_id)
+    seg_size = catalog.folder_segment_size(state.catalog, folder.folder_id) or DEFAULT_SEGMENT_SIZE
     for conn in state.shards:
         for rows in keyset_pages(conn, _UNSETTLED, (folder.folder_id,), PAGE):
             for part in _parts(rows, seg_size):
@@ -128,11 +128,6 @@ def settle_folder(
                             if len(s.unstable) < 100:
                                 s.unstable.append(_relpath(state, dirs, row[1], row[2]))
     return s
-
-
-def _segment_size(state: State, folder_id: int) -> int:
-    rows = state.catalog.execute("SELECT segment_size FROM folders WHERE folder_id=?", (folder_id,)).fetchall()
-    return int(rows[0][0]) if rows and rows[0][0] else DEFAULT_SEGMENT_SIZE
 
 
 def _parts(rows: list[tuple[Any, ...]], seg_size: int) -> list[list[tuple[Any, ...]]]:

@@ -42,7 +42,7 @@ from usenetsync_cli.pipeline.plan_ahead import PlanAhead, PlanFollow
 from usenetsync_cli.pipeline.poster import PosterOptions, PosterPool, PostResult, open_connection
 from usenetsync_cli.pipeline.ratelimit import TokenBucket
 from usenetsync_cli.pipeline.settle import settle_folder
-from usenetsync_cli.store import catalog, db, jobs
+from usenetsync_cli.store import catalog, counters, db, jobs
 from usenetsync_cli.store.batch import BatchWriter
 from usenetsync_cli.store.segments import (
     STATE_FAILED,
@@ -51,7 +51,6 @@ from usenetsync_cli.store.segments import (
     STATE_SUPERSEDED,
     STATE_VERIFIED,
 )
-from usenetsync_cli.store import counters
 from usenetsync_cli.store.state import NSHARDS, State, shard_path
 
 _END = object()
@@ -294,8 +293,7 @@ def probe_in_doubt(state: State, folder_id: int, ctx: FolderContext, conn: Conne
 
 
 def _segment_size(state: State, folder: catalog.Folder, wanted: int | None) -> int:
-    row = state.catalog.execute("SELECT segment_size FROM folders WHERE folder_id=?", (folder.folder_id,)).fetchall()
-    current = row[0][0] if row else None
+    current = catalog.folder_segment_size(state.catalog, folder.folder_id)
     if current:
         if wanted and wanted != current:
             raise ConfigError(

@@ -99,6 +99,12 @@ def get_or_create_folder(conn: apsw.Connection, path: bytes) -> Folder:
     return again
 
 
+def folder_segment_size(conn: apsw.Connection, folder_id: int) -> int | None:
+    """The folder's segment size, fixed by its first upload; None before it."""
+    rows = conn.execute("SELECT segment_size FROM folders WHERE folder_id=?", (folder_id,)).fetchall()
+    return int(rows[0][0]) if rows and rows[0][0] else None
+
+
 def folder_xattrs(conn: apsw.Connection, folder_id: int, wanted: bool | None) -> bool:
     """Whether this folder's index carries extended attributes; ``wanted`` (not None) changes it for good."""
     if wanted is not None:

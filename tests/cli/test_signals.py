@@ -28,6 +28,7 @@ import psutil
 import pytest
 
 from tests.cli.helpers import run
+from tests.support.faultproxy import ARTICLE, FaultProxy
 from tests.support.inn import InnServer
 from usenetsync_cli.errors import InterruptedByUser, TerminatedError
 from usenetsync_cli.store.home import Home
@@ -276,26 +277,35 @@ def _segment_states() -> dict[int, int]:
 def test_sigterm_during_upload_saves_state_and_resumes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], inn: InnServer
 ) -> None:
-    _add_server(capsys, inn)
     src = tmp_path / "data"
-    _tree(src, 40_000_000, 8)
-    assert run(capsys, "index", str(src)).code == 0
-    proc = _cli("upload", str(src), "--segment-size", SEG, "--redundancy", "0")
-    _wait_for(proc, "50 articles posted", lambda: sum(n for s, n in _segment_states().items() if s >= 1) >= 50)
-    proc.send_signal(signal.SIGTERM)
-    _out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    line = _one_line(err)
-    assert "SIGTERM" in line and "state saved" in line and "--resume" in line
-    states = _segment_states()
-    total = sum(n for s, n in states.items() if s != 4)
-    done = sum(n for s, n in states.items() if s in (1, 2))
-    assert 0 < done < total, states  # it landed mid-way, and what was posted is recorded
-    r = subprocess.run([sys.executable, "-m", "usenetsync_cli", "upload", "--resume", "--redundancy", "0"],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    states = _segment_states()
-    assert states.get(2, 0) == total, states  # every segment verified
+    _tree(src, 4_000_000, 8)  # ~250 articles of 16 KiB
+    with FaultProxy(inn.host, inn.port) as proxy:
+        r = run(capsys, "server", "add", "local", "--host", proxy.host, "--port", str(proxy.port),
+                "--group", inn.group, "--connections", "3", "--timeout", "300")
+        assert r.code == 0, r.err
+        assert run(capsys, "index", str(src)).code == 0
+        # The proxy answers 50 articles and then holds every reply: the upload cannot
+        # finish before the signal, whatever the machine's load (no race with its speed).
+        proxy.hold_replies(ARTICLE, after=50)
+        proc = _cli("upload", str(src), "--segment-size", SEG, "--redundancy", "0")
+        _wait_for(proc, "a held reply", lambda: proxy.faults_fired.get("hold_replies", 0) >= 1)
+        _wait_for(proc, "the answered articles committed", lambda: sum(
+            n for s, n in _segment_states().items() if s in (1, 2)) >= 50)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 143, err
+        line = _one_line(err)
+        assert "SIGTERM" in line and "state saved" in line and "--resume" in line
+        states = _segment_states()
+        total = sum(n for s, n in states.items() if s != 4)
+        done = sum(n for s, n in states.items() if s in (1, 2))
+        assert 50 <= done < total, states  # it landed mid-way, and what was posted is recorded
+        proxy.clear_faults()
+        r2 = subprocess.run([sys.executable, "-m", "usenetsync_cli", "upload", "--resume", "--redundancy", "0"],
+                            capture_output=True, text=True, timeout=300)
+        assert r2.returncode == 0, r2.stderr
+        states = _segment_states()
+        assert states.get(2, 0) == total, states  # every segment verified
 
 
 def _par2_children(proc: subprocess.Popen[str]) -> list[psutil.Process]:

@@ -18,6 +18,13 @@ that run's alone:
 3. ours -> discard sink (``discard_sink.py``, a separate process on an
    ephemeral port): the client's own ceiling, encryption on.
    A baseline into the sink is run too, as a reference for the sink's ceiling.
+4. ``--vs-nyuu`` (a mode of its own, in ``upload_vs_nyuu.py``): ours against
+   Nyuu 0.4.0 (installed with npm into the workdir) and against the
+   one-thread "stage floor" (read + BLAKE3 + AES-GCM seal + yEnc + bare
+   socket send, CPU-s/GiB each), one 1 GiB file into the discard sink, with a
+   bare baseline into the sink as the sink's ceiling. It prints ours/Nyuu
+   throughput and ours CPU-s/GiB / floor with "met"/"missed", waits for older
+   benchmarks/bench_*.py first (``--max-peer-wait``), and touches no INN.
 
 Each figure is the median of ``--runs`` iterations with [min–max]. Kinds are
 interleaved per iteration and the order of ours/baseline alternates, so
@@ -37,6 +44,7 @@ Usage:
     python3 benchmarks/bench_upload.py                    # 1 GiB + 10k small files, 5 runs
     python3 benchmarks/bench_upload.py --quick            # 256 MiB + 10k small files, 3 runs
     python3 benchmarks/bench_upload.py --runs 3 --json --profile
+    python3 benchmarks/bench_upload.py --vs-nyuu --runs 5 --json   # ours vs Nyuu vs the stage floor; ~4 min
     git worktree add /tmp/prev HEAD~1 && python3 benchmarks/bench_upload.py --quick --compare-code /tmp/prev
 """
 
@@ -47,6 +55,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -440,10 +449,15 @@ def _child_env(code: Path | None = None) -> dict[str, str]:
 
 def run_child(source: str, spec: dict[str, Any], *, prefix: list[str] | None = None,
               code: Path | None = None) -> dict[str, Any]:
+    # The whole child, seen from here (interpreter start, imports, exit): spawn-to-reap wall and its rusage.
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
     proc = subprocess.run(
         [*(prefix or []), sys.executable, "-c", source, json.dumps(spec)],
-        capture_output=True, text=True, env=_child_env(code), cwd=str(code or REPO),
+        capture_output=True, text=True, env=_child_env(code), cwd=str(code or REPO), check=False,
     )
+    proc_wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"child {spec.get('kind')} failed ({proc.returncode}):\n{proc.stderr.strip()[-4000:]}")
     # The last JSON line: a profiler wrapping the child may print its own lines after it.
@@ -451,6 +465,8 @@ def run_child(source: str, spec: dict[str, Any], *, prefix: list[str] | None = N
     if not lines:
         raise RuntimeError(f"child {spec.get('kind')} printed no result:\n{proc.stdout[-2000:]}")
     result: dict[str, Any] = json.loads(lines[-1])
+    result["proc_wall_s"] = proc_wall
+    result["proc_cpu_s"] = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     return result
 
 
@@ -538,6 +554,8 @@ def run_ours(
         "ctxsw_per_article": r["ctx_switches"] / s["posted_now"],
         "retries": s["retries"],
         "reconnects": s["reconnects"],
+        "proc_wall_s": r["proc_wall_s"],  # the whole child: interpreter start, imports, state open/close
+        "proc_cpu_s": r["proc_cpu_s"],
     }
     if c0 is not None and c1 is not None:
         out["server_cpu_ms_per_article"] = (c1 - c0) * 1000 / s["posted_now"]
@@ -816,6 +834,10 @@ def check_spool_space(large_bytes: int, small_bytes: int, runs: int, profile: bo
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Imported here, not at the top: it imports this module (by name) for the runners it shares.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import upload_vs_nyuu
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=None, help="timed iterations (default 5, --quick 3)")
@@ -844,8 +866,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare-code", type=Path, default=None, metavar="DIR",
                    help="also upload into the sink with the usenetsync_cli of another checkout (e.g. a `git worktree`"
                         " of an older commit), interleaved, and print the paired throughput ratio and CPU-s/GB change")
+    upload_vs_nyuu.add_arguments(p)
     a = p.parse_args(argv)
     runs = a.runs or (3 if a.quick else 5)
+    if a.vs_nyuu:
+        a.workdir = a.workdir.absolute()
+        doc = upload_vs_nyuu.run(a, runs)
+        print(f"\ntotal time {doc['total_s'] / 60:.1f} min; waited {doc['peer_wait_s']} s for other benchmarks")
+        if a.json:
+            print(json.dumps({"bench": "bench_upload", "mode": "vs_nyuu",
+                              "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
+                                          "platform": platform.platform()},
+                              "runs": runs, "connections": a.connections, "segment_size": SEGMENT_SIZE,
+                              "sink_check_delay": SINK_CHECK_DELAY,
+                              "units": {"MiB": "2^20 bytes of plaintext payload (the file's bytes)",
+                                        "cpu_s_per_gib": "user+sys CPU-seconds per 2^30 bytes of the file",
+                                        "rss": "VmHWM, MB = 10^6 bytes"},
+                              **doc}, sort_keys=True))
+        return 0
     large_files = a.large_files or (2 if a.quick else 8)
     if runs < 3:
         print(f"note: --runs {runs} < 3: medians are not meaningful", file=sys.stderr)

@@ -158,11 +158,18 @@ _current: StopSignals | None = None  # the run of this process, for main()'s las
 
 def main() -> None:
     """Console-script entry: one line and 130/143 for a stop signal at any moment."""
+    if sys.argv[1:] == ["--version"]:  # scripts ask this often: answered before Typer is imported (~0.1 s)
+        from usenetsync_cli import __version__
+
+        sys.stdout.write(f"usenetsync {__version__}\n")
+        sys.exit(0)
     try:
         if threading.current_thread() is threading.main_thread():
             _install(_exit_at_once)
         from usenetsync_cli import errors  # tiny; gives starting_line the family's codes
         from usenetsync_cli.cli import app
+
+        app.preload(sys.argv[1:])  # the command's own module, imported under the starting handler too
     except KeyboardInterrupt:  # SIGINT in the few bytecodes before the handler was in place
         code, line = starting_line(signal.SIGINT)
         sys.stderr.write(line)

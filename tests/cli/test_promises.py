@@ -11,6 +11,8 @@ terminal is a real pty.
 
 from __future__ import annotations
 
+from typing import Any
+
 import fcntl
 import os
 import pty
@@ -273,11 +275,10 @@ def _leaf_commands() -> list[list[str]]:
 
     out: list[list[str]] = []
 
-    def walk(cmd: object, path: list[str]) -> None:
-        subs = getattr(cmd, "commands", None)
-        if subs:
-            for name, sub in subs.items():
-                walk(sub, [*path, name])
+    def walk(cmd: Any, path: list[str]) -> None:
+        if hasattr(cmd, "list_commands"):  # a group; the root loads its commands on lookup
+            for name in cmd.list_commands(None):
+                walk(cmd.get_command(None, name), [*path, name])
         else:
             out.append(path)
 

@@ -159,7 +159,8 @@ def _start_gated(
 
 
 @pytest.mark.parametrize("how", ["python -m", "console script"])
-@pytest.mark.parametrize("module", ["usenetsync_cli.errors", "typer", "apsw", "usenetsync_cli.pipeline.upload"])
+# cli.status: a command module is imported only for its command, still while starting.
+@pytest.mark.parametrize("module", ["usenetsync_cli.errors", "typer", "apsw", "usenetsync_cli.cli.status"])
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_stop_signal_while_importing_is_one_line(
     tmp_path: Path, how: str, module: str, sig: signal.Signals, code: int

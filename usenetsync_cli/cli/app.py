@@ -10,12 +10,14 @@ a bug: it gets one line too, with the traceback only under
 from __future__ import annotations
 
 import ctypes
+import importlib
 import io
 import json
 import os
 import sys
+import types
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -25,24 +27,9 @@ try:  # Typer >= 0.24 vendors its own copy of Click
 except ImportError:  # pragma: no cover - older Typer uses Click itself
     from click import exceptions as click_exc  # type: ignore[no-redef]
     from click.core import Command  # type: ignore[assignment]
+from typer.core import TyperCommand, TyperGroup
 
 from usenetsync_cli import __version__
-from usenetsync_cli.cli import index as index_cmd
-from usenetsync_cli.cli import status as status_cmd
-from usenetsync_cli.cli import upload as upload_cmd
-from usenetsync_cli.cli.server import server_app
-from usenetsync_cli.cli import download as download_cmd
-from usenetsync_cli.cli.keys import keys_app
-from usenetsync_cli.cli.share import share_app
-from usenetsync_cli.cli.nzb import nzb_app
-from usenetsync_cli.cli import verify as verify_cmd
-from usenetsync_cli.cli import adopt as adopt_cmd
-from usenetsync_cli.cli import backups as backups_cmd
-from usenetsync_cli.cli import diff as diff_cmd
-from usenetsync_cli.cli import forget as forget_cmd
-from usenetsync_cli.cli import ls as ls_cmd
-from usenetsync_cli.cli import restore as restore_cmd
-from usenetsync_cli.cli.state import state_app
 from usenetsync_cli.entry import stop_signals
 from usenetsync_cli.errors import (
     EXIT_INTERNAL,
@@ -63,15 +50,143 @@ arrived, and resumes exactly where an interrupted run stopped.
 State lives in $USENETSYNC_HOME (or the per-user config/data folders).
 """
 
-app = typer.Typer(
-    name="usenetsync",
-    help=HELP,
-    no_args_is_help=True,
-    add_completion=False,
-    rich_markup_mode="rich",
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-    pretty_exceptions_enable=False,
-)
+# Each command's module is imported only when that command runs (or its own
+# --help is asked for): `usenetsync --help` and every command start without
+# importing the others (rich.progress, cryptography, the upload pipeline ...).
+# The root help lists each command by the first paragraph of its help; a test
+# renders the root help both ways (from this table, and with every command
+# loaded) and requires the same text.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "index": ("usenetsync_cli.cli.index", "index",
+              "Scan a folder into the local state and report what changed."),
+    "status": ("usenetsync_cli.cli.status", "status",
+               "Show the home, each shard's size and rows, indexed folders and the last runs."),
+    "upload": ("usenetsync_cli.cli.upload", "upload",
+               "Segment, encrypt, post and check every not-yet-posted part of an indexed folder."),
+    "download": ("usenetsync_cli.cli.download", "download",
+                 "Fetch the newest version of a share into DEST, verified end to end; resumable;"
+                 " never over your files."),
+    "verify": ("usenetsync_cli.cli.verify", "verify",
+               "STAT every article (pipelined), optionally read a sample, and repair what is missing."),
+    "backups": ("usenetsync_cli.cli.backups", "backups",
+                "List the folders your identity backed up (or one's versions), from the server alone."),
+    "restore": ("usenetsync_cli.cli.restore", "restore",
+                "Restore a backed-up folder, as of any version kept, into DEST."),
+    "ls": ("usenetsync_cli.cli.ls", "ls",
+           "List the files of a backup version (the newest by default); only its index is fetched."),
+    "diff": ("usenetsync_cli.cli.diff", "diff",
+             "Show the paths added (+), removed (-) and modified (M) from version V1 to V2 of a backup."),
+    "forget": ("usenetsync_cli.cli.forget", "forget",
+               "Drop backup versions from your catalog by a retention policy (restic's --keep-* rules)."),
+    "adopt": ("usenetsync_cli.cli.adopt", "adopt",
+              "Rebuild this home's state of a folder from its backup, so the next upload posts only what"
+              " changed."),
+    "server": ("usenetsync_cli.cli.server", "server_app",
+               "Configure news servers (passwords never go into the config file)."),
+    "keys": ("usenetsync_cli.cli.keys", "keys_app",
+             "Your identity: the keys that sign your shares and open private shares addressed to you."),
+    "share": ("usenetsync_cli.cli.share", "share_app",
+              "Share indexed folders: public, password or private (to chosen public keys)."),
+    "nzb": ("usenetsync_cli.cli.nzb", "nzb_app",
+            "NZB files: export a share's articles for other clients (download --nzb reads any NZB)."),
+    "state": ("usenetsync_cli.cli.state", "state_app",
+              "The local state: check and repair its databases."),
+}
+_LOADED: dict[str, Command] = {}
+
+
+def _typer_app(**settings: object) -> typer.Typer:
+    """A Typer app with the root's settings (markup mode and help options reach the commands built from it)."""
+    return typer.Typer(
+        name="usenetsync",
+        help=HELP,
+        no_args_is_help=True,
+        add_completion=False,
+        rich_markup_mode="rich",
+        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+        pretty_exceptions_enable=False,
+        **settings,  # type: ignore[arg-type]
+    )
+
+
+def load_command(name: str) -> Command:
+    """The Click command (or group) ``name``, built exactly as an eagerly registered one would be."""
+    cmd = _LOADED.get(name)
+    if cmd is None:
+        module, attr, _ = COMMANDS[name]
+        obj = getattr(importlib.import_module(module), attr)
+        one = _typer_app()
+        one.callback()(_root)
+        if isinstance(obj, typer.Typer):
+            one.add_typer(obj, name=name)
+        else:
+            one.command(name)(obj)
+        cmd = _LOADED[name] = typer.main.get_command(one).commands[name]  # type: ignore[attr-defined]
+    return cmd
+
+
+def rich_help_without_markdown() -> None:
+    """Import Typer's help renderer without ``rich.markdown`` (markdown-it: ~0.1 s of every ``--help``).
+
+    ``typer.rich_utils`` imports ``Markdown`` at its top for the "markdown"
+    markup mode, which this app does not use. While it is imported, a stand-in
+    module answers that import with a function that would load the real class
+    if it were ever called; the stand-in is then dropped, so any later
+    ``import rich.markdown`` gets the real module.
+    """
+    if "typer.rich_utils" in sys.modules or "rich.markdown" in sys.modules:
+        return
+    stand_in = types.ModuleType("rich.markdown")
+
+    class Markdown:  # a class: typer.rich_utils uses it in annotations (``Markdown | Text``)
+        def __new__(cls, *args: object, **kwargs: object) -> Any:
+            sys.modules.pop("rich.markdown", None)
+            from rich.markdown import Markdown as Real
+
+            return Real(*args, **kwargs)  # type: ignore[arg-type]
+
+    stand_in.Markdown = Markdown  # type: ignore[attr-defined]
+    sys.modules["rich.markdown"] = stand_in
+    try:
+        import typer.rich_utils  # noqa: F401
+    finally:
+        if sys.modules.get("rich.markdown") is stand_in:
+            del sys.modules["rich.markdown"]
+
+
+def preload(args: Sequence[str]) -> None:
+    """Import the module of the command ``args`` names (the first word that is one), if any."""
+    name = next((a for a in args if not a.startswith("-")), None)
+    if name in COMMANDS:
+        load_command(name)
+    if not args or "--help" in args or "-h" in args:
+        rich_help_without_markdown()
+
+
+class _LazyGroup(TyperGroup):
+    """The root group: commands are imported on first use; the root help lists them from ``COMMANDS``."""
+
+    _listing = False
+
+    def list_commands(self, ctx: object) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: object, cmd_name: str) -> Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        if self._listing:  # a name and a line for the help or a completion list: no import
+            return TyperCommand(cmd_name, help=COMMANDS[cmd_name][2])
+        return load_command(cmd_name)
+
+    def format_help(self, ctx: typer.Context, formatter: object) -> None:  # type: ignore[override]
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)  # type: ignore[arg-type]
+        finally:
+            self._listing = False
+
+
+app = _typer_app(cls=_LazyGroup)
 
 
 def _version(value: bool) -> None:
@@ -89,26 +204,8 @@ def _root(
     pass
 
 
-app.command("index")(index_cmd.index)
-app.command("status")(status_cmd.status)
-app.command("upload")(upload_cmd.upload)
-app.command("download")(download_cmd.download)
-app.command("verify")(verify_cmd.verify)
-app.command("backups")(backups_cmd.backups)
-app.command("restore")(restore_cmd.restore)
-app.command("ls")(ls_cmd.ls)
-app.command("diff")(diff_cmd.diff)
-app.command("forget")(forget_cmd.forget)
-app.command("adopt")(adopt_cmd.adopt)
-app.add_typer(server_app, name="server")
-app.add_typer(keys_app, name="keys")
-app.add_typer(share_app, name="share")
-app.add_typer(nzb_app, name="nzb")
-app.add_typer(state_app, name="state")
-
-
 def cli() -> Command:
-    """The Click command tree (for docs and completion generation)."""
+    """The Click command tree (for docs and completion generation); subcommands load on first lookup."""
     return typer.main.get_command(app)
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from rich.table import Table
-
 from usenetsync_cli.cli.common import JsonOpt, Output, human_bytes, open_state
 from usenetsync_cli.store.report import StatusReport, collect_status
 
@@ -57,64 +55,38 @@ def render(out: Output, r: StatusReport) -> None:
     out.data(f"home: {r.config_dir}  (state: {r.state_dir})")
     total = sum(s["bytes"] for s in r.shards) + r.catalog_bytes
     out.data(f"state size: {human_bytes(total)} (catalog {human_bytes(r.catalog_bytes)})")
-    t = Table(title="shards", title_justify="left")
-    for col in ("shard", "size", "file rows", "present files", "segments", "verified", "queued", "failed"):
-        t.add_column(col, justify="right")
-    for sh in r.shards:
-        seg = sh["segments"]
-        t.add_row(
-            f"{sh['shard']:02d}", human_bytes(sh["bytes"]), f"{sh['file_rows']:,}", f"{sh['present_files']:,}",
-            f"{sum(seg.values()) - seg['superseded']:,}", f"{seg['verified']:,}",
-            f"{seg['planned'] + seg['posted']:,}", f"{seg['failed']:,}",
-        )
-    out.data(t)
+    out.table("shards", ("shard", "size", "file rows", "present files", "segments", "verified", "queued", "failed"), (
+        (f"{sh['shard']:02d}", human_bytes(sh["bytes"]), f"{sh['file_rows']:,}", f"{sh['present_files']:,}",
+         f"{sum(sh['segments'].values()) - sh['segments']['superseded']:,}", f"{sh['segments']['verified']:,}",
+         f"{sh['segments']['planned'] + sh['segments']['posted']:,}", f"{sh['segments']['failed']:,}")
+        for sh in r.shards), right=True)
     if r.folders:
-        ft = Table(title="folders", title_justify="left")
-        for col in ("id", "path", "files", "size", "dirs", "last indexed"):
-            ft.add_column(col)
-        for f in r.folders:
-            ft.add_row(
-                str(f["folder_id"]), f["path"], f"{f['files']:,}", human_bytes(f["bytes"]), f"{f['dirs']:,}",
-                _when(f["last_indexed_ns"]),
-            )
-        out.data(ft)
+        out.table("folders", ("id", "path", "files", "size", "dirs", "last indexed"), (
+            (str(f["folder_id"]), f["path"], f"{f['files']:,}", human_bytes(f["bytes"]), f"{f['dirs']:,}",
+             _when(f["last_indexed_ns"])) for f in r.folders))
         if any(f["backup_version"] for f in r.folders):
-            bt = Table(title="backups", title_justify="left")
-            for col in ("folder", "version", "published", "covers the state as last indexed"):
-                bt.add_column(col)
-            for f in r.folders:
-                bt.add_row(str(f["folder_id"]), _backup(f), _when(f["backup_published_ns"]),
-                           "yes" if f["backup_covered"] else "no: upload to back up the changes")
-            out.data(bt)
+            out.table("backups", ("folder", "version", "published", "covers the state as last indexed"), (
+                (str(f["folder_id"]), _backup(f), _when(f["backup_published_ns"]),
+                 "yes" if f["backup_covered"] else "no: upload to back up the changes") for f in r.folders))
     else:
         out.data("no folders indexed yet: run `usenetsync index PATH`")
     if r.jobs:
-        jt = Table(title="uploads", title_justify="left")
-        for col in ("folder", "state", "segments", "verified", "failed", "MB/s", "updated"):
-            jt.add_column(col)
-        for job in r.jobs:
-            js = job["summary"] or {}
-            jt.add_row(
-                job["path"], job["state"], f"{js.get('segments', 0):,}", f"{js.get('verified', 0):,}",
-                f"{js.get('failed', 0):,}", f"{js.get('mb_per_s', 0):.1f}", _when(job["updated_ns"]),
-            )
-        out.data(jt)
+        out.table("uploads", ("folder", "state", "segments", "verified", "failed", "MB/s", "updated"), (
+            (job["path"], job["state"], f"{(job['summary'] or {}).get('segments', 0):,}",
+             f"{(job['summary'] or {}).get('verified', 0):,}", f"{(job['summary'] or {}).get('failed', 0):,}",
+             f"{(job['summary'] or {}).get('mb_per_s', 0):.1f}", _when(job["updated_ns"])) for job in r.jobs))
     if r.shares:
-        st = Table(title="shares", title_justify="left")
-        for col in ("share", "kind", "version", "articles", "present", "at risk", "last verified"):
-            st.add_column(col)
-        for sh in r.shares:
-            st.add_row(sh["name"], sh["kind"], str(sh["version"]), f"{sh['articles']:,}", f"{sh['pct_present']:.2f}%",
-                       f"{sh['at_risk']:,}", _when(sh["last_verified_ns"]))
-        out.data(st)
+        out.table("shares", ("share", "kind", "version", "articles", "present", "at risk", "last verified"), (
+            (sh["name"], sh["kind"], str(sh["version"]), f"{sh['articles']:,}", f"{sh['pct_present']:.2f}%",
+             f"{sh['at_risk']:,}", _when(sh["last_verified_ns"])) for sh in r.shares))
     if r.runs:
-        rt = Table(title="last runs", title_justify="left")
-        for col in ("run", "command", "started", "took", "status", "result"):
-            rt.add_column(col)
-        for run in r.runs:
-            took = "-" if not run["finished_ns"] else f"{(run['finished_ns'] - run['started_ns']) / 1e9:.1f} s"
-            rt.add_row(str(run["run_id"]), run["command"], _when(run["started_ns"]), took, run["status"], _result(run))
-        out.data(rt)
+        out.table("last runs", ("run", "command", "started", "took", "status", "result"), (
+            (str(run["run_id"]), run["command"], _when(run["started_ns"]), _took(run), run["status"], _result(run))
+            for run in r.runs))
+
+
+def _took(run: dict[str, Any]) -> str:
+    return "-" if not run["finished_ns"] else f"{(run['finished_ns'] - run['started_ns']) / 1e9:.1f} s"
 
 
 def _result(run: dict[str, Any]) -> str:

@@ -136,3 +136,45 @@ def test_epoch_one_segment_has_no_version_byte_is_padded_and_opens_only_in_its_e
         ctx.open(0, 7, 0, sealed)  # epoch 0's key
     with pytest.raises(TamperedError):
         ctx.open(0, 8, 1, sealed)  # another place
+
+
+def test_a_reused_scratch_never_leaks_an_earlier_segment_into_a_pack(tmp_path: Path) -> None:
+    """Posting threads reuse one plaintext buffer: a pack's gaps, a dropped member's range and the
+    epoch padding must be zero however full of other bytes the buffer was."""
+    from usenetsync_cli.pipeline.encode import Scratch
+
+    ctx = FolderContext.from_keys(UID, {1: new_folder_key()}, 1, ("alt.binaries.test",))
+    scratch = Scratch()
+    big = tmp_path / "big"
+    big.write_bytes(b"\xff" * 90_000)
+    w0 = encode(Work(0, 1, 0, 90_000, False, [_source(big)], epoch=1), ctx, WireNames.fresh(), scratch)
+    assert not w0.changed
+    a, b, gone = tmp_path / "a", tmp_path / "b", tmp_path / "gone"
+    a.write_bytes(b"alpha" * 10)
+    gone.write_bytes(b"g" * 30)
+    b.write_bytes(b"beta" * 7)
+    srcs = [_source(a, file_id=1), _source(gone, pack_offset=60, file_id=3), _source(b, pack_offset=100, file_id=2)]
+    gone.unlink()
+    w = encode(Work(0, 9, 0, 140, True, srcs, epoch=1), ctx, WireNames.fresh(), scratch)
+    assert w.dropped == [3]
+    plain = ctx.open(0, 9, 1, _sealed(w))  # padding checked as zero by open()
+    assert plain == b"alpha" * 10 + bytes(10) + bytes(30) + bytes(10) + b"beta" * 7 + bytes(12)
+
+
+def test_seal_into_equals_seal_with_and_without_libcrypto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from usenetsync_cli.core import gcm_nogil
+
+    ctx = _ctx()
+    for epoch in (0, 1):
+        for n in (1, 1000, 768_000):
+            data = os.urandom(n)
+            plain = bytearray(n + 9000)
+            plain[:n] = data
+            plain[n:] = b"\x01" * 9000  # stale bytes where the padding goes
+            nonce = os.urandom(12)
+            want = ctx.seal(0, 5, epoch, data, nonce)
+            for nogil in (True, False):
+                monkeypatch.setattr(gcm_nogil, "AVAILABLE", nogil)
+                out = bytearray(n + 9100)
+                m = ctx.seal_into(0, 5, epoch, plain, n, nonce, out)
+                assert bytes(out[:m]) == want, (epoch, n, nogil)

@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from usenetsync_cli.core import gcm_nogil
 from usenetsync_cli.errors import ProtocolError, TamperedError
 
 __all__ = [
@@ -185,6 +186,37 @@ def seal_segment(
     if not versioned:  # epochs >= 1, index blobs, roots: no constant first byte on the wire
         return b"".join((nonce, aesgcm.encrypt(nonce, plaintext, aad)))
     return b"".join((_VERSION_BYTE, nonce, aesgcm.encrypt(nonce, plaintext, aad)))
+
+
+def seal_segment_into(
+    key: bytes, aesgcm: AESGCM, aad: bytes, plaintext: bytes | bytearray | memoryview, nonce: bytes,
+    out: bytearray, *, versioned: bool = True,
+) -> int:
+    """``seal_segment`` written into ``out`` (grown by the caller, reused across segments); returns the length.
+
+    The bytes are exactly ``seal_segment``'s. With a usable libcrypto the
+    encryption runs without the GIL (core/gcm_nogil.py); otherwise through
+    ``aesgcm`` (``encrypt_into`` where cryptography has it).
+    """
+    if len(nonce) != NONCE_SIZE:
+        raise ValueError("nonce must be 12 bytes")
+    n = len(memoryview(plaintext))
+    head = (_HEADER_SIZE if versioned else NONCE_SIZE)
+    total = head + n + TAG_SIZE
+    if len(out) < total:
+        raise ValueError("output buffer too small")
+    view = memoryview(out)
+    if versioned:
+        view[0] = SEAL_VERSION
+    view[head - NONCE_SIZE : head] = nonce
+    body = view[head:total]
+    if gcm_nogil.AVAILABLE:
+        gcm_nogil.encrypt_into(key, nonce, plaintext, aad, body)
+    elif hasattr(aesgcm, "encrypt_into"):  # pragma: no cover - without libcrypto 3 / 1.1
+        aesgcm.encrypt_into(nonce, plaintext, aad, body)
+    else:  # pragma: no cover
+        body[:] = aesgcm.encrypt(nonce, bytes(plaintext), aad)
+    return total
 
 
 def open_segment(

@@ -42,7 +42,14 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from usenetsync_cli.core.crypto import SEAL_OVERHEAD, FolderKeys, open_segment, place_aad, seal_segment
+from usenetsync_cli.core.crypto import (
+    SEAL_OVERHEAD,
+    FolderKeys,
+    open_segment,
+    place_aad,
+    seal_segment,
+    seal_segment_into,
+)
 from usenetsync_cli.core.msgid import folder_domains, keyed_message_id, segment_message_id
 from usenetsync_cli.errors import TamperedError
 
@@ -165,6 +172,18 @@ class FolderContext:
             payload = b"".join((payload, bytes(pad)))
         return seal_segment(self.aesgcm(epoch), self.aad(shard, seg_id, epoch), payload, nonce,
                             versioned=versioned_seal(epoch))
+
+    def seal_into(self, shard: int, seg_id: int, epoch: int, plain: bytearray, length: int, nonce: bytes,
+                  out: bytearray) -> int:
+        """``seal`` with reused buffers: ``plain`` holds the payload in its first ``length`` bytes and room
+        for the padding after it (zeroed here); the sealed bytes go to ``out``; returns their length."""
+        pad = self.at(epoch).pad_len(shard, seg_id)
+        view = memoryview(plain)[: length + pad]
+        if pad:
+            view[length:] = bytes(pad)
+        keys = self.at(epoch).keys
+        return seal_segment_into(keys.enc_key, keys.aesgcm, self.aad(shard, seg_id, epoch), view, nonce, out,
+                                 versioned=versioned_seal(epoch))
 
     def open(self, shard: int, seg_id: int, epoch: int, sealed: bytes | memoryview) -> bytes:
         """The authenticated plaintext of one sealed segment, padding stripped (``TamperedError`` otherwise)."""

@@ -1,8 +1,11 @@
 """Posting connections: N threads per server, each with its own NNTP session.
 
-Owns: taking encoded articles from the ready queue, POSTing them, and
-handling every server answer as DESIGN.md §7 says. Each article ends in
-exactly one ``PostResult`` for the collector; this module writes no state.
+Owns: taking articles from the ready queue, encoding them on the posting
+thread itself (with ``encoder``: read, hash, seal, yEnc; one queue hand-off
+per article fewer, and the GIL-free parts of N articles run side by side),
+POSTing them, and handling every server answer as DESIGN.md §7 says. Each
+article ends in exactly one ``PostResult`` for the collector; this module
+writes no state.
 
 Answers and what they cause:
 - 240: ``posted`` (with the server's ID when it names another one).
@@ -72,6 +75,7 @@ class PosterPool:
         bucket: TokenBucket | None = None,
         options: PosterOptions | None = None,
         connect: Callable[[ServerSpec], Connection] | None = None,
+        encoder: Callable[[], Callable[[Work], Work]] | None = None,
     ) -> None:
         self.specs = specs
         self.ready = ready
@@ -80,6 +84,7 @@ class PosterPool:
         self.bucket = bucket
         self.options = options or PosterOptions()
         self._connect = connect or open_connection
+        self._encoder = encoder
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self.alive: dict[str, int] = {s.name: 0 for s in specs}
@@ -114,6 +119,7 @@ class PosterPool:
         backoff = Backoff(
             base=self.options.backoff_base, cap=self.options.backoff_cap, rand=random.Random().random
         )
+        encode = self._encoder() if self._encoder is not None else None
         try:
             while not self.stop.is_set():
                 try:
@@ -124,6 +130,11 @@ class PosterPool:
                     self.ready.put(END)  # let the other threads see it too
                     return
                 assert isinstance(item, Work)
+                if encode is not None and not item.msgid:  # a requeued article is encoded already
+                    item = encode(item)
+                    if item.changed:
+                        self.results.put(PostResult(item, "changed"))
+                        continue
                 conn, keep_going = self._post_one(spec, conn, item, backoff)
                 if not keep_going:
                     return

@@ -8,7 +8,7 @@ are re-planned under attempt+1 and the next round posts them again.
 
 Threads and queues (all bounded, so memory does not grow with the job):
   planner (1, own connections) ... commits segment rows the feeder then reads
-  feeder (1) --work--> encoder(s) --ready--> posters (N) --results--> collector (main)
+  feeder (1) --work--> posters (N: each reads, seals, frames and posts) --results--> collector (main)
 The collector is the only writer of posting results; the planner writes new
 layouts; both write in bounded transactions, and results guard on state=0.
 
@@ -36,7 +36,7 @@ from usenetsync_cli.core.packing import DEFAULT_SEGMENT_SIZE
 from usenetsync_cli.errors import ConfigError, InterruptedByUser, NetworkError
 from usenetsync_cli.nntp import Connection, NNTPError, PostingNotAllowed, ServerSpec, TransientError
 from usenetsync_cli.pipeline.check import check_posted
-from usenetsync_cli.pipeline.encode import FolderContext, Source, Work, encode
+from usenetsync_cli.pipeline.encode import FolderContext, Scratch, Source, Work, encode
 from usenetsync_cli.pipeline.feed import DirPaths, iter_work
 from usenetsync_cli.pipeline.plan_ahead import PlanAhead, PlanFollow
 from usenetsync_cli.pipeline.poster import PosterOptions, PosterPool, PostResult, open_connection
@@ -53,7 +53,6 @@ from usenetsync_cli.store.segments import (
 )
 from usenetsync_cli.store.state import NSHARDS, State, shard_path
 
-_END = object()
 
 # Every result guards on state=0: a segment the planner superseded while its article was in flight
 # (its file changed; plan_ahead.py) stays superseded, the article an orphan no layout names.
@@ -91,9 +90,6 @@ class UploadOptions:
     servers: list[ServerSpec]
     limit_rate: int | None = None
     segment_size: int | None = None
-    # One encoder: AESGCM.encrypt holds the GIL, so a second thread adds hand-offs, not
-    # throughput (bench_upload: small files 336 -> 426 MB/s into the sink with one).
-    encoders: int = 1
     max_attempts: int = 3
     max_rounds: int = 4
     check: bool = True
@@ -390,15 +386,22 @@ class _Run:
 
         def totals() -> list[int]:
             return [base[0] + planned.segments - before[0], base[1] + planned.bytes - before[1]]
-        work_q: queue.Queue[object] = queue.Queue(maxsize=64)
         total_conns = sum(s.connections for s in self.opts.servers)
-        ready_q: queue.Queue[object] = queue.Queue(maxsize=max(4, 2 * total_conns))
+        # Planned segments for the posting threads, which encode them themselves (poster.py).
+        work_q: queue.Queue[object] = queue.Queue(maxsize=max(16, 4 * total_conns))
         results_q: queue.Queue[PostResult] = queue.Queue()
         round_stop = threading.Event()
         fed = [0]
         feeder_done = threading.Event()
+        ctx = self.ctx
+
+        def encoder() -> Callable[[Work], Work]:
+            names, scratch = WireNames.fresh(), Scratch()  # one each per thread
+            return lambda work: encode(work, ctx, names, scratch)
+
         pool = PosterPool(
-            self.opts.servers, ready_q, results_q, round_stop, bucket=self.bucket, options=self.opts.poster
+            self.opts.servers, work_q, results_q, round_stop, bucket=self.bucket, options=self.opts.poster,
+            encoder=encoder,
         )
 
         def halted() -> bool:
@@ -438,30 +441,11 @@ class _Run:
                         follow.wait_change(seen, timeout=0.5)
             finally:
                 feeder_done.set()
-                for _ in range(self.opts.encoders):
-                    put(work_q, _END)
                 for c in readers:
                     c.close()
                 cat.close()
 
-        def encoder() -> None:
-            names = WireNames.fresh()
-            while not halted():
-                try:
-                    item = work_q.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                if item is _END:
-                    return
-                assert isinstance(item, Work)
-                done = encode(item, self.ctx, names)
-                if done.changed:
-                    results_q.put(PostResult(done, "changed"))
-                elif not put(ready_q, done):
-                    return
-
         threads = [threading.Thread(target=feeder, name="feeder", daemon=True)]
-        threads += [threading.Thread(target=encoder, name=f"encode-{i}", daemon=True) for i in range(self.opts.encoders)]
         for t in threads:
             t.start()
         pool.start()

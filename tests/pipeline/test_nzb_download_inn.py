@@ -399,3 +399,58 @@ def test_interrupt_saves_progress_and_the_next_run_resumes(inn: InnServer, tmp_p
     s = download_nzb(files, dest, [spec(inn)], connections=2)
     assert s.files_ok == ["halted.bin"] and s.parts_resumed == len(saved) and s.articles == 20 - len(saved)
     assert (dest / "halted.bin").read_bytes() == a.data and visible(dest) == {"halted.bin"}
+
+
+def test_unnamed_single_article_files_are_named_in_nzb_order_across_probe_rounds(
+    inn: InnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An NZB like `nzb export` writes: one article per file, no quoted name in the Subject, so every
+    # file is named by its probe, and the probes are all the fetching there is. Rounds of 3 files make
+    # the naming of one round overlap the fetch of the next: names must still resolve in NZB order.
+    from usenetsync_cli.pipeline import nzb_download
+
+    monkeypatch.setattr(nzb_download, "_PROBE_BATCH", 3)
+    names = ["a.bin", "dup.bin", "b.bin", "c.bin", "dup.bin", "d.bin", "e.bin", "dup.bin", "f.bin", "g.bin"]
+    posted = [post(inn, build(inn, n, os.urandom(PART - 7 * i), subject=f"segment {i + 1}"))
+              for i, n in enumerate(names)]
+    files = write_nzb(tmp_path / "t.nzb", inn, *posted)
+    dest = tmp_path / "dest"
+
+    s = download_nzb(files, dest, [spec(inn)], connections=2)
+
+    want = ["a.bin", "dup.bin", "b.bin", "c.bin", "dup (1).bin", "d.bin", "e.bin", "dup (2).bin", "f.bin", "g.bin"]
+    assert s.files_ok == want and s.files_damaged == []
+    assert s.parts_resumed == 0 and s.articles == len(names)  # fetched now, not resumed
+    for name, p in zip(want, posted):
+        assert (dest / name).read_bytes() == p.data
+    assert visible(dest) == set(want)
+
+
+def test_a_full_disk_while_naming_a_probe_round_stops_the_download(
+    inn: InnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Probe rounds are named (and their articles written) in a thread of their own: a write that fails
+    # there must stop the whole download with its error, not be lost with the thread or hang the run.
+    import errno
+
+    from usenetsync_cli.errors import DiskFullError
+    from usenetsync_cli.pipeline import nzb_download
+
+    monkeypatch.setattr(nzb_download, "_PROBE_BATCH", 2)
+    posted = [post(inn, build(inn, f"f{i}.bin", os.urandom(PART // 2), subject=f"segment {i}")) for i in range(6)]
+    files = write_nzb(tmp_path / "t.nzb", inn, *posted)
+    dest = tmp_path / "dest"
+    real_open = os.open
+    created: list[str] = []
+
+    def full_on_third(path: object, flags: int, *a: object) -> int:
+        if flags & os.O_CREAT and str(path).endswith(".part"):
+            created.append(str(path))
+            if len(created) == 3:  # the first file of the second round
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, flags, *a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(nzb_download.os, "open", full_on_third)
+    with pytest.raises(DiskFullError):
+        download_nzb(files, dest, [spec(inn)], connections=2)
+    assert len(created) == 3  # nothing was created after the failure

@@ -14,7 +14,8 @@ Passes over the index (a verified spool, streamed twice, never in memory):
 2. fetch (pipeline/fetch.py, the one fetch engine): the index records become
    fetch jobs in the calling thread; connection threads decode the yEnc
    (sabctools, straight from the socket), open the AES-GCM seal (AAD binds
-   each segment to its place), check each piece's BLAKE3 hash against the
+   each segment to its place; into a plaintext buffer each thread reuses,
+   with the GIL released during the decryption), check each piece's BLAKE3 hash against the
    index, and ``pwrite`` it into a hidden ``.NAME.uspart`` beside the final
    path. When a file has every piece, its content hash (core/hashing.py:
    over the ordered piece hashes that were just checked, or recorded by an
@@ -63,6 +64,7 @@ from usenetsync_cli.pipeline.download_write import (
     Task,
     Writer,
     folder_secrets,
+    open_into,
     pwrite_all,
 )
 from usenetsync_cli.pipeline.fetch import Article, FetchJob, FetchPool, body_limit
@@ -132,6 +134,7 @@ class _Run:
         self.dest = self.w.dest
         self.fs: FolderSecrets | None = None
         self.lock = threading.Lock()
+        self._bufs = threading.local()  # each worker's plaintext buffer (write_sealed)
         self.finished: deque[FileJob] = deque()
         self.done_rows: deque[tuple[int, int, bytes]] = deque()
         self.dirs: list[tuple[bytes, int, int]] = []
@@ -405,13 +408,17 @@ class _Run:
     def write_sealed(self, task: Task, sealed: bytes | bytearray | memoryview) -> str | None:
         fs = self.fs
         assert fs is not None
+        # One plaintext buffer per worker thread, reused for every article it opens: the article is
+        # hashed and written before the thread opens the next one.
+        buf = getattr(self._bufs, "b", None)
+        if buf is None or len(buf) < len(sealed):
+            buf = self._bufs.b = bytearray(len(sealed))
         try:
-            payload = fs.ctx.open(task.shard, task.seg_id, task.epoch, sealed)
+            view = open_into(fs.ctx, task.shard, task.seg_id, task.epoch, sealed, buf)
         except UsenetSyncError:
             return "failed authentication (AES-GCM)"
-        view = memoryview(payload)
         checked: list[bytes] = []
-        if task.piece is not None and piece_hash(payload) != task.piece:
+        if task.piece is not None and piece_hash(view) != task.piece:
             return "hash mismatch"
         for _job, _off, pay_off, length, mh, _i in task.writes:
             if mh is not None:

@@ -7,7 +7,9 @@ and resuming an interrupted or damaged download.
 
 How it runs:
 1. Names. A file's name is the quoted name of its Subject, else the yEnc
-   ``name=`` of its first article (fetched in a small "probe" round). Both
+   ``name=`` of its first article (fetched in a "probe" round; a round is
+   named and its probes written in a thread of its own while the next round
+   is fetched, rounds one after another). Both
    are untrusted and go through ``safe_filename``: only a basename, never
    '.', '..', NUL, control characters or a path, so nothing is written
    outside ``dest``. Names that collide get " (1)", " (2)" … in NZB order.
@@ -24,7 +26,9 @@ How it runs:
    a failure of that part. Reconnects, backoff and retiring connections are
    the engine's.
 3. Write. Each part is ``os.pwrite``-n at ``begin - 1`` into
-   ``dest/NAME.part``, a sparse file sized from the yEnc ``size=``.
+   ``dest/NAME.part``, a sparse file sized from the yEnc ``size=``, and its
+   writeback is started at once (``posix_fadvise(DONTNEED)``), so the fsync
+   before the rename waits for little.
 4. Finish. When every part of a file is written, the parts must tile
    ``1..size`` exactly and their CRCs, combined in order, must equal the
    whole-file ``crc32=`` when the poster gave one; then ``NAME.part`` becomes
@@ -49,7 +53,8 @@ Invariants:
   not fetched again; a damaged file's next run fetches only what it lacks.
 - Memory: the per-file state (done/failed part numbers), the engine's
   bounded queue, at most ``window`` replies per connection each under its
-  bound, and one decoded probe article per file of a probe batch (<= 64).
+  bound, and the decoded probe articles of at most two probe rounds (each
+  <= 64 files and <= 48 MiB of article bounds).
 """
 
 from __future__ import annotations
@@ -98,6 +103,9 @@ _PROBE_TRIES = 3  # segments tried per file to learn a yEnc name before giving u
 _WINDOW = 8  # pipelined BODY requests per connection
 _NAME_MAX = 255 - len(SIDECAR_SUFFIX)  # bytes: NAME.part.json must still fit NAME_MAX
 _TICK_S = 0.1
+_PROBE_BATCH = 64  # files probed per round (each waiting probe holds one decoded article) ...
+_PROBE_BYTES = 48 << 20  # ... and their first articles' bounds add up to at most this (two rounds are held)
+_FADV_DONTNEED = getattr(os, "POSIX_FADV_DONTNEED", None)
 
 
 def segment_limit(nzb_bytes: int) -> int:
@@ -245,6 +253,7 @@ class _File:
         self.done: dict[int, tuple[int, int, int]] = {}  # number -> (begin, end, crc32)
         self.failed: dict[int, str] = {}
         self.saved_count = 0  # len(done) at the last sidecar save
+        self.resumed = 0  # parts a trusted sidecar proved written by an earlier run
         self.probe: tuple[int, Article] | None = None
         self.probe_tried: set[int] = set()
         self.finished = False  # handed to the main thread for finalisation
@@ -319,7 +328,7 @@ class _File:
         self.size = size
         self.file_crc32 = crc if isinstance(crc, int) else None
         self.done = done
-        self.saved_count = len(done)
+        self.saved_count = self.resumed = len(done)
 
     # -- writing (worker threads)
 
@@ -358,12 +367,20 @@ class _File:
         # connections write in parallel (pwrite releases the GIL).
         view = memoryview(part.payload)
         offset = part.begin - 1
+        start, length = offset, len(view)
         try:
             while view:
                 n = os.pwrite(fd, view, offset)
                 view, offset = view[n:], offset + n
         except OSError as e:
             raise _os_error(e, str(self.part_path)) from None
+        if _FADV_DONTNEED is not None:
+            # Start writing the part to disk now (Linux starts writeback of dirty pages on DONTNEED), so
+            # the fsync before the file's rename waits for little instead of the whole file.
+            try:
+                os.posix_fadvise(fd, start, length, _FADV_DONTNEED)
+            except OSError:
+                pass  # advice only: the fsync in _finalize is what makes the file durable
         with self.lock:
             self.done[number] = (part.begin, part.end, part.crc32)
         return None
@@ -433,6 +450,28 @@ def _crc32_of(path: Path) -> int:
         while chunk := fh.read(1 << 20):
             crc = zlib.crc32(chunk, crc)
     return crc
+
+
+def _probe_groups(probes: list[_File]) -> Iterator[list[_File]]:
+    """Probe rounds: up to ``_PROBE_BATCH`` files whose first articles' bounds add up to ``_PROBE_BYTES``.
+
+    Each waiting probe holds one decoded article until its round is named, so a
+    round's memory is bounded by bytes, not only by count; and large rounds
+    keep every connection's pipeline full (an NZB of single-article files is
+    fetched entirely by its probes).
+    """
+    group: list[_File] = []
+    size = 0
+    for f in probes:
+        first = f.nzb.segments[0].bytes if f.nzb.segments else 0
+        cost = segment_limit(first) if first > 0 else _PROBE_BYTES // 16
+        if group and (len(group) >= _PROBE_BATCH or size + cost > _PROBE_BYTES):
+            yield group
+            group, size = [], 0
+        group.append(f)
+        size += cost
+    if group:
+        yield group
 
 
 # --- fetch jobs ---------------------------------------------------------------------------------
@@ -525,22 +564,43 @@ class _Download:
                 self._assign(f, candidate)
         if not probes:
             return
-        batch = min(64, max(16, 4 * len(self.pool.slots)))  # each waiting probe holds one article
-        for start in range(0, len(probes), batch):
-            group = probes[start : start + batch]
-            for _round in range(_PROBE_TRIES):
-                jobs = []
-                for f in group:
-                    if f.probe is None:
-                        seg = next((s for s in f.nzb.segments if s.number not in f.probe_tried), None)
-                        if seg is not None:
-                            f.probe_tried.add(seg.number)
-                            jobs.append(_job(f, seg, probe=True))
-                if not jobs:
-                    break
-                self.pool.run(jobs, self._handle, lambda job, reason: None, self._tick, _TICK_S)
-            for f in group:  # NZB order, so collisions resolve the same way every run
-                self._name_probed(f)
+        # A round is named (and its probes written) in a thread of its own while the next round is
+        # fetched: naming creates, writes and flushes files, which the connections need not wait for.
+        # Rounds are named one after another, in NZB order; at most two rounds' probes are held.
+        namer: threading.Thread | None = None
+        failure: list[BaseException] = []
+
+        def name_round(group: list[_File]) -> None:
+            try:
+                for f in group:  # NZB order, so collisions resolve the same way every run
+                    self._name_probed(f)
+            except BaseException as e:  # noqa: BLE001 - DiskFullError, an unwritable destination: re-raised below
+                failure.append(e)
+
+        try:
+            for group in _probe_groups(probes):
+                for _round in range(_PROBE_TRIES):
+                    jobs = []
+                    for f in group:
+                        if f.probe is None:
+                            seg = next((s for s in f.nzb.segments if s.number not in f.probe_tried), None)
+                            if seg is not None:
+                                f.probe_tried.add(seg.number)
+                                jobs.append(_job(f, seg, probe=True))
+                    if not jobs:
+                        break
+                    self.pool.run(jobs, self._handle, lambda job, reason: None, self._tick, _TICK_S)
+                if namer is not None:
+                    namer.join()
+                    if failure:
+                        raise failure[0]
+                namer = threading.Thread(target=name_round, args=(group,), name="nzb-names", daemon=True)
+                namer.start()
+        finally:
+            if namer is not None:
+                namer.join()
+        if failure:
+            raise failure[0]
 
     def _name_probed(self, f: _File) -> None:
         probe = f.probe
@@ -718,7 +778,7 @@ class _Download:
             for f in self.files:
                 if f.outcome is not None:
                     continue
-                self.summary.parts_resumed += len(f.done)
+                self.summary.parts_resumed += f.resumed  # not the parts this run's probes just wrote
                 for seg in f.nzb.segments:
                     if seg.number not in f.done and seg.number not in f.failed:
                         todo += 1

@@ -39,6 +39,24 @@ def test_round_trip_is_byte_identical(state: State, tmp_path: Path, inn: InnServ
         assert inn.stat(mid) == 223
 
 
+@pytest.mark.parametrize("encoders", [0, 2])
+def test_round_trip_with_posting_threads_encoding_or_two_encoders(
+    state: State, tmp_path: Path, inn: InnServer, encoders: int
+) -> None:
+    """encoders=0 (posting threads encode) and 2 (each with its own reused buffers) give the same result."""
+    src = tmp_path / "src"
+    files = make_tree(src, large=3, small=40, seed=encoders + 7)
+    (src / "changing.bin").write_bytes(os.urandom(100_000))
+    folder = indexed(state, src)
+    (src / "changing.bin").write_bytes(os.urandom(100_000))  # changed after the index: replanned, then posted
+    files[b"changing.bin"] = (src / "changing.bin").read_bytes()
+    opts = _opts(inn)
+    opts.encoders = encoders
+    s = upload_folder(state, folder, opts)
+    assert s.complete and s.failed == 0 and s.pending == 0 and s.verified == s.segments
+    assert read_back(state, folder) == files
+
+
 def test_headers_reveal_nothing(state: State, tmp_path: Path, inn: InnServer) -> None:
     src = tmp_path / "secretproject"
     make_tree(src, large=1, small=10)

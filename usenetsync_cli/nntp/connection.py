@@ -283,6 +283,13 @@ class Connection:
             raise TLSVerifyFailed(
                 f"{self._where}: TLS certificate verification failed: {e.verify_message}"
             ) from None
+        except ssl.SSLEOFError:
+            # Closed where the ServerHello belongs: a busy server or front end giving up, as EOF before a
+            # plain greeting is; retried like it. A reply that is not TLS at all stays TLSError (fatal).
+            raw.close()
+            raise ConnectionLost(
+                f"{self._where}: connection lost during the TLS handshake (closed by the server)"
+            ) from None
         except ssl.SSLError as e:
             raw.close()
             raise TLSError(f"{self._where}: TLS handshake failed: {e.reason or e}") from None

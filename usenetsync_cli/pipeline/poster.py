@@ -1,9 +1,8 @@
 """Posting connections: N threads per server, each with its own NNTP session.
 
-Owns: taking articles from the ready queue, encoding them on the posting
-thread itself (with ``encoder``: read, hash, seal, yEnc; one queue hand-off
-per article fewer, and the GIL-free parts of N articles run side by side),
-POSTing them, and handling every server answer as DESIGN.md §7 says. Each
+Owns: taking articles from the ready queue (encoding them on the posting
+thread itself when given an ``encoder``, which upload.py's ``encoders=0``
+chooses), POSTing them, and handling every server answer as DESIGN.md §7 says. Each
 article ends in exactly one ``PostResult`` for the collector; this module
 writes no state.
 

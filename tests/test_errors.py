@@ -20,6 +20,7 @@ from usenetsync_cli.errors import EXIT_CODES, UsenetSyncError, family
 # breaking change and must be deliberate.
 STABLE = {
     "UsenetSyncError": 1,
+    "UsageError": 2,
     "InputPathError": 3,
     "ConfigError": 4,
     "StateError": 5,
@@ -72,9 +73,9 @@ def every_error_class() -> set[type[UsenetSyncError]]:
     return _all_subclasses(UsenetSyncError) | {UsenetSyncError}
 
 
-def test_the_table_is_the_family_plus_success_and_usage() -> None:
+def test_the_table_is_the_family_plus_success() -> None:
     assert {cls.__name__: cls.exit_code for cls in family()} == STABLE
-    assert set(EXIT_CODES) == set(STABLE.values()) | {0, 2}
+    assert set(EXIT_CODES) == set(STABLE.values()) | {0}
     for cls in family():
         assert EXIT_CODES[cls.exit_code] == cls.describes
 

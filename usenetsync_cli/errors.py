@@ -37,7 +37,6 @@ EXIT_TERMINATED = 143
 # the option parser before any command runs).
 _PSEUDO_CODES: dict[int, str] = {
     EXIT_OK: "success",
-    EXIT_USAGE: "command-line usage error: unknown command or option, missing or invalid argument",
 }
 
 
@@ -58,6 +57,15 @@ class UsenetSyncError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class UsageError(UsenetSyncError):
+    """The command line itself is wrong: an unknown command or option, a missing or unreadable argument,
+    options that do not go together. Click's own usage errors are reported as this class too."""
+
+    exit_code = EXIT_USAGE
+    hint = "see `usenetsync COMMAND --help`"
+    describes = "command-line usage error: unknown command or option, missing or invalid argument"
 
 
 class InputPathError(UsenetSyncError):

@@ -360,3 +360,41 @@ def test_cron_example_is_a_ready_crontab_that_backs_up(tmp_path: Path, capsys: p
     r = run(capsys, "status", "--json")
     jobs_done = [x for x in r.json_lines() if x["type"] == "status.job" and x["state"] == "done"]
     assert jobs_done, "after the cron lines ran, nothing is backed up"
+
+
+def _unit(path: Path) -> dict[str, list[tuple[str, str]]]:
+    """A systemd unit file as {section: [(key, value), ...]} (keys may repeat, as ExecStart= does)."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    section = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            out.setdefault(section, [])
+            continue
+        key, _, value = line.partition("=")
+        out[section].append((key.strip(), value.strip()))
+    return out
+
+
+def test_systemd_example_indexes_uploads_and_verifies(capsys: pytest.CaptureFixture[str]) -> None:
+    """examples/systemd: a service that runs index, upload and a bounded verify (each a valid command line),
+    at idle priority, and a persistent nightly timer for it."""
+    from tests.support.inn import REPO_ROOT
+
+    unit_dir = REPO_ROOT / "examples" / "systemd"
+    service = _unit(unit_dir / "usenetsync-backup.service")
+    svc = dict(service["Service"])
+    assert svc["Type"] == "oneshot" and svc["IOSchedulingClass"] == "idle" and int(svc["Nice"]) > 0
+    steps = [v.split() for k, v in service["Service"] if k == "ExecStart"]
+    assert [s[1] for s in steps] == ["index", "upload", "verify"]
+    for argv in steps:
+        assert argv[0] == "usenetsync" and "--lock-wait" in argv and "--json" in argv
+        args = [a.replace("%h", "/home/me") for a in argv[1:]]
+        r = run(capsys, *args, "--help")  # an unknown option or a bad value is refused before --help
+        assert r.code == 0, (argv, r.err)
+    assert any(a.startswith("--max-duration") for a in steps[2])
+    timer = dict(_unit(unit_dir / "usenetsync-backup.timer")["Timer"])
+    assert timer["Persistent"] == "true" and "OnCalendar" in timer

@@ -69,21 +69,21 @@ def test_tls_certificate_is_checked(tmp_path: Path, capsys: pytest.CaptureFixtur
     pw.chmod(0o600)
     login = ("--user", inn.user, "--password-file", str(pw))
     # INN's certificate is self-signed: without --ca-file it must not be trusted.
-    assert run(capsys, "server", "add", "untrusted", "--host", inn.host, "--tls", *login).code == 0
+    assert run(capsys, "server", "add", "untrusted", "--host", inn.host, "--group", inn.group, "--tls", *login).code == 0
     r = run(capsys, "server", "test", "untrusted")
     assert r.code == 10, r.err
     line = r.err.strip()
     assert len(line.splitlines()) == 1 and "certificate verification failed" in line and "hint:" in line
     assert "Traceback" not in r.err
     # --insecure is the explicit, documented way out.
-    assert run(capsys, "server", "add", "lax", "--host", inn.host, "--tls", "--insecure", *login).code == 0
+    assert run(capsys, "server", "add", "lax", "--host", inn.host, "--group", inn.group, "--tls", "--insecure", *login).code == 0
     assert _test_json(capsys, "lax")["tls"] is True
 
 
 def test_password_env(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, inn: InnServer) -> None:
     var = "NNTP_TEST_PASSWORD_VAR"
     monkeypatch.setenv(var, inn.password)
-    r = run(capsys, "server", "add", "envy", "--host", inn.host, "--port", str(inn.auth_port), "--user", inn.user,
+    r = run(capsys, "server", "add", "envy", "--host", inn.host, "--group", inn.group, "--port", str(inn.auth_port), "--user", inn.user,
             "--password-env", var)
     assert r.code == 0, r.err
     config = _config()
@@ -140,7 +140,7 @@ def _on_terminal(args: list[str], typed: bytes, wait_for: bytes, timeout: float 
 def test_ask_password_prompts_on_the_terminal_without_echo(capsys: pytest.CaptureFixture[str], inn: InnServer) -> None:
     secret = inn.password
     code, screen = _on_terminal(
-        ["server", "add", "typed", "--host", inn.host, "--port", str(inn.auth_port), "--user", inn.user,
+        ["server", "add", "typed", "--host", inn.host, "--group", inn.group, "--port", str(inn.auth_port), "--user", inn.user,
          "--ask-password"],
         typed=secret.encode() + b"\r", wait_for=b"password for",
     )
@@ -158,7 +158,7 @@ def test_ask_password_prompts_on_the_terminal_without_echo(capsys: pytest.Captur
 
 def test_server_remove(capsys: pytest.CaptureFixture[str], inn: InnServer) -> None:
     for name in ("one", "two"):
-        assert run(capsys, "server", "add", name, "--host", inn.host, "--port", str(inn.port)).code == 0
+        assert run(capsys, "server", "add", name, "--host", inn.host, "--group", inn.group, "--port", str(inn.port)).code == 0
     r = run(capsys, "server", "remove", "one")
     assert r.code == 0 and "removed server one" in r.err
     names = [x["name"] for x in run(capsys, "server", "list", "--json").json_lines()]
@@ -177,9 +177,28 @@ def test_server_remove(capsys: pytest.CaptureFixture[str], inn: InnServer) -> No
         (["--password-env", "X"], "needs a --user"),
     ],
 )
-def test_conflicting_password_options_are_config_errors(
+def test_conflicting_password_options_are_usage_errors(
     capsys: pytest.CaptureFixture[str], extra: list[str], text: str
 ) -> None:
     r = run(capsys, "server", "add", "bad", "--host", "127.0.0.1", *extra)
-    assert r.code == 4 and text in r.err and len(r.err.strip().splitlines()) == 1
+    assert r.code == 2 and text in r.err and len(r.err.strip().splitlines()) == 1
     assert "[servers.bad]" not in _config()
+
+
+def test_server_test_checks_each_group_exists_and_allows_posting(
+    capsys: pytest.CaptureFixture[str], inn: InnServer
+) -> None:
+    """`server test` used to say "posting: allowed" for a group the server does not carry (then every
+    upload failed with 441): it asks LIST ACTIVE for each configured group."""
+    assert run(capsys, "server", "add", "ok", "--host", inn.host, "--port", str(inn.port), "--group",
+               inn.group).code == 0
+    res = _test_json(capsys, "ok")
+    assert res["groups"] == {inn.group: "posting allowed"}
+    r = run(capsys, "server", "test", "ok")
+    assert r.code == 0 and f"group {inn.group}: posting allowed" in r.out
+    assert run(capsys, "server", "add", "nope", "--host", inn.host, "--port", str(inn.port), "--group",
+               "alt.binaries.nowhere.usenetsync").code == 0
+    r = run(capsys, "server", "test", "nope")
+    assert r.code == 4 and "group alt.binaries.nowhere.usenetsync: MISSING" in r.out
+    (line,) = r.err.strip().splitlines()
+    assert "alt.binaries.nowhere.usenetsync is not carried" in line and "--group" in line

@@ -32,9 +32,10 @@ from tests.cli.helpers import Result, run
 from tests.cli.test_share_download import Users, _index_ids, make_folder, snapshot, users  # noqa: F401 - fixture
 from tests.support.inn import InnServer
 from usenetsync_cli.cli.download import ARGV_WARNING
-from usenetsync_cli.errors import ConfigError, redact
+from usenetsync_cli.errors import ConfigError, UsageError, redact
 
 CONFIG = ConfigError.exit_code
+USAGE = UsageError.exit_code
 
 
 def _secret_file(path: Path, text: str, mode: int = 0o600) -> Path:
@@ -176,22 +177,22 @@ def test_two_sources_of_the_id_are_refused(capsys: pytest.CaptureFixture[str], t
         "file and lone -": ("--id-file", str(id_file), "-"),
     }
     for what, args in cases.items():
-        line = _one_line_error(run(capsys, "download", *args), CONFIG)
+        line = _one_line_error(run(capsys, "download", *args), USAGE)
         assert "given twice" in line and "hint: give the ID one way only" in line, (what, line)
         assert sid not in line
     monkeypatch.setenv("USENETSYNC_SHARE_ID", sid)
     for what, args in {"variable and file": ("--id-file", str(id_file), str(dest)),
                        "variable and argument": (sid, str(dest)),
                        "variable and stdin": ("-", str(dest))}.items():
-        line = _one_line_error(run(capsys, "download", *args), CONFIG)
+        line = _one_line_error(run(capsys, "download", *args), USAGE)
         assert "given twice" in line and "USENETSYNC_SHARE_ID" in line, (what, line)
         assert sid not in line
     assert not dest.exists()
     monkeypatch.setenv("USENETSYNC_SHARE_ID", "")  # empty is unset: the argument is the one source
-    line = _one_line_error(run(capsys, "download", "--id-file", str(id_file)), CONFIG)
+    line = _one_line_error(run(capsys, "download", "--id-file", str(id_file)), USAGE)
     assert "give a destination folder" in line
     # --nzb keeps its first argument as DEST and takes no share ID source
-    line = _one_line_error(run(capsys, "download", "--nzb", str(id_file), "--id-file", str(id_file), str(dest)), CONFIG)
+    line = _one_line_error(run(capsys, "download", "--nzb", str(id_file), "--id-file", str(id_file), str(dest)), USAGE)
     assert "--nzb" in line
 
 
@@ -209,7 +210,7 @@ def test_id_file_must_be_private_small_and_a_file(capsys: pytest.CaptureFixture[
     assert "is empty" in _one_line_error(run(capsys, "download", "--id-file", str(empty), dest), CONFIG)
     # The ID itself given as the file name: refused without echoing it.
     r = run(capsys, "download", "--id-file", sid, dest)
-    line = _one_line_error(r, CONFIG)
+    line = _one_line_error(r, USAGE)
     assert "not the ID itself" in line and not _leaks(sid, r)
     # A mistyped ID from a file: exit 8 like any bad ID, and the file's content is not quoted.
     typo = _secret_file(tmp_path / "typo", sid[:-1] + ("a" if sid[-1] != "a" else "b"))

@@ -151,3 +151,22 @@ def test_interrupted_upload_resumes_exactly_once(
             (epoch,), = st.shards[shard].execute("SELECT epoch FROM segments WHERE seg_id=?", (seg_id,))
             assert inn.stat(ctx.message_id(shard, seg_id, 1, epoch)) == 430
         assert read_back(st, folder) == files
+
+
+def test_a_group_the_server_lacks_is_a_config_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], inn: InnServer
+) -> None:
+    """INN answers 441 "No valid newsgroups" to every article: exit 4 naming the group, not a --resume hint."""
+    src = tmp_path / "data"
+    _tree(src, 50_000, 2)
+    assert run(capsys, "index", str(src)).code == 0
+    assert run(capsys, "server", "add", "local", "--host", inn.host, "--port", str(inn.port),
+               "--group", "alt.binaries.nowhere.usenetsync").code == 0
+    r = run(capsys, "upload", str(src), "--redundancy", "0")
+    line = r.err.strip().splitlines()[-1]
+    assert r.code == 4, r.err
+    assert "alt.binaries.nowhere.usenetsync" in line and "--group" in line and "--resume" not in line
+    assert run(capsys, "server", "add", "local", "--host", inn.host, "--port", str(inn.port), "--group", inn.group,
+               "--replace").code == 0
+    r = run(capsys, "upload", str(src), "--redundancy", "0")
+    assert r.code == 0, r.err

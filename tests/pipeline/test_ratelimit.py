@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from usenetsync_cli.errors import ConfigError
+from usenetsync_cli.errors import UsageError
 from usenetsync_cli.pipeline.ratelimit import TokenBucket, parse_rate
 
 
@@ -19,7 +19,7 @@ def test_parse_rate(text: str, rate: int) -> None:
 
 @pytest.mark.parametrize("bad", ["", "fast", "-1M", "1T", "M"])
 def test_parse_rate_rejects(bad: str) -> None:
-    with pytest.raises(ConfigError, match="cannot read rate"):
+    with pytest.raises(UsageError, match="cannot read rate"):
         parse_rate(bad)
 
 

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from usenetsync_cli.cli.backups import ServerOpt, owner
-from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, open_state
+from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, count, open_state
 from usenetsync_cli.cli.restore import VersionOpt
 from usenetsync_cli.cli.share import PassphraseOpt
 from usenetsync_cli.errors import InterruptedByUser
@@ -50,7 +50,7 @@ def adopt(
         except KeyboardInterrupt:
             raise InterruptedByUser("adopt interrupted", hint="run the same command again to finish it") from None
     out.emit("adopt.summary", **s.to_dict())
-    out.data(f"{s.folder}: adopted {s.label!r} version {s.version}: {s.files_adopted:,} files ({s.segments:,} segments,"
+    out.data(f"{s.folder}: adopted {s.label!r} version {s.version}: {count(s.files_adopted, 'file')} ({count(s.segments, 'segment')},"
              f" {s.packs:,} packs) taken as posted, {s.files_changed:,} changed, {s.files_missing:,} not here;"
              f" {s.shares:,} share(s); new content goes into key epoch {s.epoch}; {s.elapsed_s:.1f} s")
     for p in s.changed_samples[:10]:

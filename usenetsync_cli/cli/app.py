@@ -34,8 +34,10 @@ from usenetsync_cli.entry import stop_signals
 from usenetsync_cli.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
+    EXIT_USAGE,
     InterruptedByUser,
     TerminatedError,
+    UsageError,
     UsenetSyncError,
     redact,
 )
@@ -285,8 +287,13 @@ def _run(args: list[str]) -> tuple[int, UsenetSyncError | str | None]:
     except typer.Exit as e:
         return e.exit_code, None
     except click_exc.ClickException as e:
+        if isinstance(e, click_exc.UsageError) and type(e).__name__ != "NoArgsIsHelpError":
+            # One line like every other error, not Click's three (usage, "Try ...", "Error: ...").
+            # Its words may quote an argument: a share ID given to the wrong option is a secret (redact).
+            where = e.ctx.command_path if e.ctx is not None else "usenetsync"
+            return EXIT_USAGE, UsageError(e.format_message(), hint=f"see `{where} --help`")
         shown = io.StringIO()
-        e.show(file=shown)  # it may quote an argument: a share ID given to the wrong option is a secret
+        e.show(file=shown)  # a bare command group: its help (Click's NoArgsIsHelpError)
         sys.stderr.write(redact(shown.getvalue()))
         return e.exit_code, None
     except BaseException as e:  # noqa: BLE001 - the one place that names unexpected failures

@@ -15,12 +15,12 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from usenetsync_cli.cli.common import JsonOpt, Output, human_bytes
+from usenetsync_cli.cli.common import JsonOpt, Output, count, human_bytes
 from usenetsync_cli.cli.share import PassphraseOpt
 from usenetsync_cli.config import Config
 from usenetsync_cli.core.backup import Catalog, FolderEntry
 from usenetsync_cli.core.identity import Identity
-from usenetsync_cli.errors import ConfigError, DataLostError
+from usenetsync_cli.errors import ConfigError, DataLostError, UsageError
 from usenetsync_cli.nntp import ServerSpec
 from usenetsync_cli.pipeline.backup_read import check_versions, fetch_catalog
 from usenetsync_cli.store.home import Home
@@ -57,7 +57,7 @@ def _check(out: Output, who: Owner, entry: FolderEntry) -> None:
         out.emit("backup.check", label=entry.label, **h.to_dict())
         state = "restorable" if h.restorable else f"NOT restorable: {h.unrecoverable:,} article(s) lost"
         extra = f", {h.missing:,} missing (rebuilt from PAR2)" if h.missing and h.restorable else ""
-        out.data(f"{entry.label} version {h.version}: {h.articles:,} articles, {state}{extra}")
+        out.data(f"{entry.label} version {h.version}: {count(h.articles, 'article')}, {state}{extra}")
     lost = [h.version for h in health if not h.restorable]
     if lost:
         raise DataLostError(
@@ -97,7 +97,7 @@ def backups(
     """
     out = Output(json_out)
     if check and name is None:
-        raise ConfigError("--check needs the backup's NAME", hint="usenetsync backups NAME --check")
+        raise UsageError("--check needs the backup's NAME", hint="usenetsync backups NAME --check")
     who = owner(server, passphrase_file)
     version, cat = who.catalog()
     if name is not None:

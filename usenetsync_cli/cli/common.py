@@ -154,6 +154,11 @@ def _open_or_repair(home: Home, *, locked: bool) -> State:
         return State.open(home)
 
 
+def count(n: int, word: str, plural: str | None = None) -> str:
+    """ "1 file", "2,000 files": a number and its noun, in the right number."""
+    return f"{n:,} {word if n == 1 else (plural or word + 's')}"
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":

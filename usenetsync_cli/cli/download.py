@@ -19,17 +19,18 @@ from typing import Annotated, Optional, TextIO
 
 import typer
 
-from usenetsync_cli.cli.common import JsonOpt, Output, human_bytes
+from usenetsync_cli.cli.common import JsonOpt, Output, count, human_bytes
 from usenetsync_cli.cli.share import PassphraseOpt, read_password
 from usenetsync_cli.config import Config
 from usenetsync_cli.core.identity import Identity
 from usenetsync_cli.core.shareid import ShareId
 from usenetsync_cli.errors import (
-    SHARE_ID_RE,
     ConfigError,
     DownloadIncompleteError,
     InterruptedByUser,
+    SHARE_ID_RE,
     SyncConflictError,
+    UsageError,
 )
 from usenetsync_cli.nntp import ServerSpec
 from usenetsync_cli.pipeline.destination import Destination, replaced_folder
@@ -121,9 +122,9 @@ def download(
     out = Output(json_out)
     if nzb is not None:
         if id_file is not None:
-            raise ConfigError("--id-file names a share; --nzb downloads an NZB", hint="pick one")
+            raise UsageError("--id-file names a share; --nzb downloads an NZB", hint="pick one")
         if share_id is None:
-            raise ConfigError("give a destination folder", hint="usenetsync download --nzb FILE DEST")
+            raise UsageError("give a destination folder", hint="usenetsync download --nzb FILE DEST")
         target = Path(share_id) if dest is None else dest
         _download_nzb(out, nzb, target, server, connections)
         return
@@ -131,9 +132,9 @@ def download(
     if source == "argument":
         out.say(ARGV_WARNING)
     if sync and overwrite:
-        raise ConfigError("--sync and --overwrite do not go together", hint="pick one")
+        raise UsageError("--sync and --overwrite do not go together", hint="pick one")
     if keep_deleted and not sync:
-        raise ConfigError("--keep-deleted goes with --sync")
+        raise UsageError("--keep-deleted goes with --sync")
     share_id = _read_share_id(source, share_id, id_file, os.environ, sys.stdin)
     ShareId.parse(share_id)  # a mistyped ID fails here, before anything else
     home = Home.resolve().ensure()
@@ -174,17 +175,17 @@ def _pick_source(
         if len(positional) == 2 or positional == ["-"]:
             named.append("standard input (-)" if first == "-" else "the SHARE_ID argument")
         if len(named) > 1:
-            raise ConfigError(f"the share ID is given twice: by {' and by '.join(named)}", hint=_ONE_SOURCE_HINT)
+            raise UsageError(f"the share ID is given twice: by {' and by '.join(named)}", hint=_ONE_SOURCE_HINT)
         if not positional:
-            raise ConfigError("give a destination folder", hint="usenetsync download --id-file FILE DEST")
+            raise UsageError("give a destination folder", hint="usenetsync download --id-file FILE DEST")
         return ("file" if id_file is not None else "env"), Path(positional[0])
     if first is None:
-        raise ConfigError(
+        raise UsageError(
             "give the share ID and a destination folder",
             hint=f"usenetsync download --id-file FILE DEST (or {SHARE_ID_ENV}, or - to read the ID from stdin)",
         )
     if second is None:
-        raise ConfigError("give a destination folder", hint="usenetsync download --id-file FILE DEST")
+        raise UsageError("give a destination folder", hint="usenetsync download --id-file FILE DEST")
     return ("stdin" if first == "-" else "argument"), second
 
 
@@ -199,7 +200,7 @@ def _read_share_id(source: str, arg: str | None, id_file: Path | None, env: Mapp
         assert id_file is not None
         if SHARE_ID_RE.search(str(id_file)):
             # The option got the ID itself; never echo it back in an error.
-            raise ConfigError(
+            raise UsageError(
                 "--id-file takes the name of a file holding the share ID, not the ID itself",
                 hint="the ID is now in your shell history: delete it from there; then write it to a 0600 file",
             )
@@ -245,7 +246,7 @@ def fetch_share(
                 " before; --sync deletes nothing in this run[/]")
     ix = opened.index
     out.say(f"share version {ix.version}: index verified ({ix.root.index.chunks:,} chunks, {ix.chunks_fetched:,}"
-            f" fetched in {ix.articles_fetched:,} articles)")
+            f" fetched in {count(ix.articles_fetched, 'article')})")
     replaced = replaced_folder(home.state_dir, dest_key(reader.dest))
     records = opened.records if not include else filter_records(opened.records, include)
     try:
@@ -271,8 +272,8 @@ def _with_progress(out: Output, run):  # type: ignore[no-untyped-def]
 
         def update(s: DownloadSummary) -> None:
             bar.update(task, description=(
-                f"{s.files_written:,} files ({human_bytes(s.bytes_written)}) written, {s.files_skipped:,} already"
-                f" complete, {s.segments_fetched:,} articles fetched"
+                f"{count(s.files_written, 'file')} ({human_bytes(s.bytes_written)}) written, {s.files_skipped:,} already"
+                f" complete, {count(s.segments_fetched, 'article')} fetched"
             ))
 
         return run(update)
@@ -292,7 +293,7 @@ def _render_summary(out: Output, s: DownloadSummary) -> None:
     if out.json:
         return
     out.data(
-        f"{s.dest}: {s.files_written:,} files written ({human_bytes(s.bytes_written)}), {s.files_skipped:,} already"
+        f"{s.dest}: {count(s.files_written, 'file')} written ({human_bytes(s.bytes_written)}), {s.files_skipped:,} already"
         f" complete, {s.files_deleted:,} removed; {s.elapsed_s:.1f} s, {s.mb_per_s:.1f} MB/s"
     )
     for d in s.damaged[:10]:
@@ -325,7 +326,7 @@ def _download_nzb(out: Output, nzb: Path, dest: Path, server: str | None, connec
     )
     if not out.json:
         out.data(
-            f"{dest}: {len(summary.files_ok):,} files complete, {len(summary.files_damaged):,} damaged;"
+            f"{dest}: {count(len(summary.files_ok), 'file')} complete, {len(summary.files_damaged):,} damaged;"
             f" {summary.bytes / 1e6:.1f} MB in {summary.elapsed_s:.1f} s"
         )
     if summary.files_damaged:

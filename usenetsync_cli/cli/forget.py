@@ -19,7 +19,7 @@ from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, open_state
 from usenetsync_cli.cli.share import PassphraseOpt
 from usenetsync_cli.core.backup import Catalog
 from usenetsync_cli.core.retention import Decision, decide
-from usenetsync_cli.errors import ConfigError
+from usenetsync_cli.errors import UsageError
 from usenetsync_cli.pipeline.backup import sync_catalog
 
 
@@ -50,7 +50,7 @@ def forget(
     """
     out = Output(json_out)
     if not (keep_last or keep_daily or keep_weekly or keep_monthly):
-        raise ConfigError("give at least one --keep-* option", hint="e.g. --keep-last 5; nothing was forgotten")
+        raise UsageError("give at least one --keep-* option", hint="e.g. --keep-last 5; nothing was forgotten")
     who = owner(server, passphrase_file)
     _v, cat = who.catalog()
     entry = cat.find(name)

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, human_bytes, open_state
+from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, count, human_bytes, open_state
 from usenetsync_cli.pipeline.index import IndexProgress, IndexSummary, index_folder
 
 
@@ -65,7 +65,7 @@ def _with_progress(out: Output, run: Callable[[Callable[[IndexProgress], None]],
 
         def update(p: IndexProgress) -> None:
             rate = p.files / p.elapsed_s if p.elapsed_s > 0 else 0
-            bar.update(task, description=f"{p.files:,} files, {human_bytes(p.bytes)}, {p.dirs:,} dirs, {rate:,.0f} files/s")
+            bar.update(task, description=f"{count(p.files, 'file')}, {human_bytes(p.bytes)}, {count(p.dirs, 'dir')}, {rate:,.0f} files/s")
 
         return run(update)
 
@@ -92,7 +92,7 @@ def render(out: Output, s: IndexSummary) -> None:
     if s.warnings:
         extra.append(f"{s.warnings:,} warnings")
     out.data(
-        f"{s.files:,} files, {human_bytes(s.bytes)} in {s.dirs:,} folders"
+        f"{count(s.files, 'file')}, {human_bytes(s.bytes)} in {count(s.dirs, 'folder')}"
         + (f" ({', '.join(extra)})" if extra else "")
         + f"; {s.elapsed_s:.2f} s, {s.files_per_s:,.0f} files/s"
     )

@@ -23,7 +23,7 @@ from rich.markup import escape
 
 from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output
 from usenetsync_cli.core.identity import Identity, IdentityFileInfo, NoRecoveryPhraseError, identity_file_info
-from usenetsync_cli.errors import ConfigError, InputPathError, UsenetSyncError
+from usenetsync_cli.errors import ConfigError, InputPathError, UsageError, UsenetSyncError
 from usenetsync_cli.store import keystore
 from usenetsync_cli.store.home import Home
 from usenetsync_cli.store.keystore import PassphraseSource, PhraseSource
@@ -126,7 +126,7 @@ def init(
     """
     out = Output(json_out)
     if no_passphrase and passphrase_file is not None:
-        raise ConfigError("give only one of --no-passphrase and --passphrase-file")
+        raise UsageError("give only one of --no-passphrase and --passphrase-file")
     home = Home.resolve().ensure()
     path = keystore.identity_path(home)
     if path.exists() and not force:
@@ -215,12 +215,12 @@ def restore(
     out = Output(json_out)
     if words:
         # Already in the process list and shell history; at least never echo it.
-        raise ConfigError(
+        raise UsageError(
             "the recovery phrase must not be given on the command line (other users see it in the process list)",
             hint="delete it from your shell history; then type it at the prompt, or use --phrase-file FILE (mode 0600)",
         )
     if no_passphrase and passphrase_file is not None:
-        raise ConfigError("give only one of --no-passphrase and --passphrase-file")
+        raise UsageError("give only one of --no-passphrase and --passphrase-file")
     identity = Identity.from_phrase(PhraseSource(file=phrase_file).get())
     home = Home.resolve().ensure()
     path = keystore.identity_path(home)

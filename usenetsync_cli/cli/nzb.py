@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from usenetsync_cli.cli.common import JsonOpt, Output, open_state
+from usenetsync_cli.cli.common import JsonOpt, Output, count, open_state
 from usenetsync_cli.config import DEFAULT_GROUP, Config
 from usenetsync_cli.core.nzb import NzbWriter, open_nzb_for_write
 from usenetsync_cli.pipeline.shares import get_share
@@ -71,4 +71,4 @@ def export(
             for mid, size, posted in _segments(state, folder):
                 n += 1
                 writer.add_file(f"segment {n}", "poster <poster@example.invalid>", posted, groups, [(1, size, mid)])
-    out.say(f"wrote an NZB of {n:,} articles" + (f" to {output}" if output else ""))
+    out.say(f"wrote an NZB of {count(n, 'article')}" + (f" to {output}" if output else ""))

@@ -15,10 +15,10 @@ from typing import Annotated, Optional
 import typer
 
 from usenetsync_cli.cli.backups import ServerOpt, owner
-from usenetsync_cli.cli.common import JsonOpt, Output
+from usenetsync_cli.cli.common import JsonOpt, Output, count
 from usenetsync_cli.cli.download import fetch_share, render
 from usenetsync_cli.cli.share import PassphraseOpt
-from usenetsync_cli.errors import ConfigError
+from usenetsync_cli.errors import UsageError
 from usenetsync_cli.pipeline.backup_read import backup_share_text, pick_version
 from usenetsync_cli.pipeline.destination import Destination
 from usenetsync_cli.pipeline.download import DownloadOptions
@@ -33,7 +33,7 @@ def parse_when(text: str) -> int:
     try:
         moment = dt.datetime.fromisoformat(text.strip())
     except ValueError:
-        raise ConfigError(f"not a date: {text!r}", hint="use 2026-11-30 or 2026-11-30T18:00") from None
+        raise UsageError(f"not a date: {text!r}", hint="use 2026-11-30 or 2026-11-30T18:00") from None
     if moment.tzinfo is None and len(text.strip()) == 10:
         moment = moment.replace(hour=23, minute=59, second=59)  # a day means: as of the end of it
     return int(moment.timestamp())
@@ -72,14 +72,14 @@ def restore(
     """
     out = Output(json_out)
     if version is not None and at is not None:
-        raise ConfigError("--version and --at do not go together", hint="pick one")
+        raise UsageError("--version and --at do not go together", hint="pick one")
     at_s = parse_when(at) if at is not None else None
     who = owner(server, passphrase_file)
     _catalog_version, cat = who.catalog()
     entry = cat.find(name)
     chosen = pick_version(entry, version, at_s)
     Destination(dest).check_root()
-    out.say(f"restoring {entry.label!r} version {chosen.version} ({chosen.files:,} files) into {dest}")
+    out.say(f"restoring {entry.label!r} version {chosen.version} ({count(chosen.files, 'file')}) into {dest}")
     opts = DownloadOptions(connections=connections, overwrite=overwrite)
     with HomeLock(ReaderState.lock_path(who.home, dest)):
         reader = ReaderState.open(who.home, dest)

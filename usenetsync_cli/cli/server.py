@@ -11,7 +11,7 @@ from rich.table import Table
 
 from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output
 from usenetsync_cli.config import Config, ServerEntry, check_name, read_secret_file, store_prompted_password
-from usenetsync_cli.errors import ConfigError
+from usenetsync_cli.errors import ConfigError, UsageError
 from usenetsync_cli.nntp.probe import probe
 from usenetsync_cli.store.home import Home
 from usenetsync_cli.store.lock import HomeLock
@@ -59,9 +59,9 @@ def add(
     check_name(name)
     sources = sum(x is not None and x is not False for x in (password_file, password_env, ask_password or None))
     if sources > 1:
-        raise ConfigError("give only one of --password-file, --password-env, --ask-password")
+        raise UsageError("give only one of --password-file, --password-env, --ask-password")
     if sources and not user:
-        raise ConfigError("a password needs a --user")
+        raise UsageError("a password needs a --user")
     home = Home.resolve().ensure()
     with HomeLock(home.lock_path, wait=lock_wait):
         cfg = Config.load(home)
@@ -127,11 +127,22 @@ def test(
     spec = Config.load(Home.resolve()).get(name).spec()
     r = probe(spec)
     out.emit("server.test", **r.__dict__)
-    if out.json:
-        return
-    out.data(f"{r.server} ({r.address}{', TLS' if r.tls else ''}): {r.greeting}")
-    out.data(f"login: {'ok' if r.authenticated else 'not needed'}; posting: {'allowed' if r.posting_allowed else 'NOT allowed'}")
-    out.data(f"connect {r.connect_ms:.1f} ms, round trip {r.rtt_ms:.2f} ms; capabilities: {', '.join(r.capabilities) or '-'}")
+    if not out.json:
+        out.data(f"{r.server} ({r.address}{', TLS' if r.tls else ''}): {r.greeting}")
+        out.data(f"login: {'ok' if r.authenticated else 'not needed'};"
+                 f" posting: {'allowed' if r.posting_allowed else 'NOT allowed'}")
+        for g, status in r.groups.items():
+            out.data(f"group {g}: {status}")
+        out.data(f"connect {r.connect_ms:.1f} ms, round trip {r.rtt_ms:.2f} ms;"
+                 f" capabilities: {', '.join(r.capabilities) or '-'}")
+    bad = {g: st for g, st in r.groups.items() if st != "posting allowed" and not st.startswith("unknown")}
+    if bad:
+        g, st = next(iter(bad.items()))
+        raise ConfigError(
+            f"server {name}: group {g} is {'not carried' if st == 'MISSING' else st.lower()}"
+            + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""),
+            hint=f"post to a group it carries: `usenetsync server add {name} --host HOST --group GROUP --replace`",
+        )
 
 
 @server_app.command("remove")

@@ -17,10 +17,10 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, human_bytes, open_state
+from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, count, human_bytes, open_state
 from usenetsync_cli.config import Config, read_secret_file
 from usenetsync_cli.core.identity import Identity, PublicIdentity
-from usenetsync_cli.errors import ConfigError, CryptoError, NotFoundError, SourceChangedError
+from usenetsync_cli.errors import ConfigError, CryptoError, NotFoundError, SourceChangedError, UsageError
 from usenetsync_cli.pipeline.index import resolve_folder
 from usenetsync_cli.pipeline.publish import NotUploadedError, Published
 from usenetsync_cli.pipeline.shares import Share, create_share, get_share, list_shares, publish, revoke
@@ -142,7 +142,7 @@ def create(
     out = Output(json_out)
     kinds = [k for k, on in (("public", public), ("password", password or password_file is not None), ("private", bool(to))) if on]
     if len(kinds) != 1:
-        raise ConfigError("choose exactly one of --public, --password, --to PUBKEY")
+        raise UsageError("choose exactly one of --public, --password, --to PUBKEY")
     kind = kinds[0]
     recipients = [PublicIdentity.from_text(t) for t in to or []]
     pw = read_password(password_file, confirm=True) if kind == "password" else None
@@ -225,7 +225,7 @@ def show(
         return
     # With --show-id, stdout is the ID alone: `> FILE` and `| usenetsync download -` take it as it is.
     put = out.say if show_id else out.data
-    put(f"{sh.name}: {sh.kind} share, version {sh.version or '(not yet published)'}, {sh.files:,} files,"
+    put(f"{sh.name}: {sh.kind} share, version {sh.version or '(not yet published)'}, {count(sh.files, 'file')},"
         f" {human_bytes(sh.bytes)}")
     for r in sh.recipients:
         put(f"  recipient {r}")

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from usenetsync_cli.cli.backups import ServerOpt, owner
-from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output
+from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, count
 from usenetsync_cli.cli.share import PassphraseOpt
 from usenetsync_cli.pipeline.state_repair import damaged_shards, repair_state
 from usenetsync_cli.store.home import Home
@@ -65,8 +65,8 @@ def run_repair(out: Output, home: Home, server: str | None, passphrase_file: Pat
     s = repair_state(home, who.identity, who.spec, found)
     out.emit("state.repair", **s.to_dict())
     for f in s.folders:
-        out.data(f"shard {f['shard']:02d}: {f['folder']}: {f['files_adopted']:,} files taken from backup version"
-                 f" {f['version']} ({f['segments']:,} segments), {f['files_changed']:,} changed since")
+        out.data(f"shard {f['shard']:02d}: {f['folder']}: {count(f['files_adopted'], 'file')} taken from backup version"
+                 f" {f['version']} ({count(f['segments'], 'segment')}), {f['files_changed']:,} changed since")
     for p in s.not_backed_up:
         out.say(f"[yellow]no backup of {p}: its files in the rebuilt shard(s) are uploaded again by the next upload[/]")
     for m in s.moved_to:

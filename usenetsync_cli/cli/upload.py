@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Annotated, Optional
@@ -10,9 +11,10 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, human_bytes, open_state
+
+from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, count, human_bytes, open_state
 from usenetsync_cli.config import Config
-from usenetsync_cli.errors import ConfigError, NotFoundError, SourceChangedError, UploadIncompleteError, UsenetSyncError
+from usenetsync_cli.errors import ConfigError, NotFoundError, SourceChangedError, UploadIncompleteError, UsageError, UsenetSyncError
 from usenetsync_cli.nntp import ServerSpec
 from usenetsync_cli.pipeline.index import resolve_folder
 from usenetsync_cli.pipeline.ratelimit import parse_rate
@@ -21,6 +23,10 @@ from usenetsync_cli.store import catalog, jobs
 from usenetsync_cli.store.home import Home
 from usenetsync_cli.store.state import State
 
+
+# A 441 for the newsgroups themselves (INN: 'No valid newsgroups in "alt.binaries.x"'): every article meets it.
+_GROUP_REFUSED = re.compile(r"no valid newsgroup|newsgroups? .*(does not exist|not (allowed|found|exist|valid))"
+                            r"|unknown newsgroup|no such (news)?group", re.IGNORECASE)
 
 def upload(
     path: Annotated[
@@ -132,9 +138,18 @@ def upload(
             f" {first}; shares keep their last consistent content",
             hint=f"run `usenetsync upload {summary.folder}` again once they are no longer being written",
         )
+    refused = next((e for e in summary.errors if _GROUP_REFUSED.search(e)), None)
+    if not summary.complete and refused is not None:
+        # Every article is refused the same way: retrying (--resume) cannot help, the configuration can.
+        groups = ", ".join(specs[0].groups) if specs else "?"
+        raise ConfigError(
+            f"the server refuses the newsgroup(s) {groups}: {refused}",
+            hint=f"give a group this server carries: `usenetsync server add {entries[0].name if entries else 'NAME'}"
+            " --host HOST --group GROUP --replace` (then `usenetsync server test`)",
+        )
     if not summary.complete:
         raise UploadIncompleteError(
-            f"{summary.failed + summary.pending + summary.posted_unverified:,} of {summary.segments:,} segments"
+            f"{summary.failed + summary.pending + summary.posted_unverified:,} of {count(summary.segments, 'segment')}"
             " are not posted and verified yet"
             + (f" ({summary.errors[0]})" if summary.errors else ""),
             hint=f"run `usenetsync upload {summary.folder} --resume` to retry them",
@@ -191,7 +206,7 @@ def _recovery(
     out.emit("upload.recovery", **{k: v for k, v in r.__dict__.items() if isinstance(v, (int, float, str))})
     if r.groups_created:
         out.say(
-            f"recovery: {r.groups_created:,} PAR2 groups, {r.recovery_articles:,} articles"
+            f"recovery: {count(r.groups_created, 'PAR2 group')}, {count(r.recovery_articles, 'article')}"
             f" ({r.recovery_bytes / 1e6:.1f} MB, {redundancy}%) in {r.elapsed_s:.1f} s"
         )
     if r.groups_created:  # a new version carries them: the newest backup no longer covers the state
@@ -245,7 +260,7 @@ def run_backup(out: Output, state: State, folder: catalog.Folder, server: str | 
         return
     out.emit("backup.published" if r.published else "backup.unchanged", **r.to_dict())
     if r.published:
-        out.say(f"backup {r.label!r} version {r.version} published ({r.articles:,} articles,"
+        out.say(f"backup {r.label!r} version {r.version} published ({count(r.articles, 'article')},"
                 f" {r.index_bytes / 1e3:,.0f} KB of index)")
     else:
         out.say(f"backup {r.label!r} is up to date (version {r.version}); nothing posted")
@@ -254,7 +269,7 @@ def run_backup(out: Output, state: State, folder: catalog.Folder, server: str | 
 def _pick_folder(state: State, path: Path | None, resume: bool) -> catalog.Folder:
     if path is None:
         if not resume:
-            raise ConfigError("give the folder to upload", hint="usenetsync upload PATH (or --resume)")
+            raise UsageError("give the folder to upload", hint="usenetsync upload PATH (or --resume)")
         folder_id = jobs.last_unfinished(state.catalog, "upload")
         if folder_id is None:
             raise NotFoundError("there is no interrupted upload to resume", hint="start one with `usenetsync upload PATH`")
@@ -287,7 +302,7 @@ def _with_progress(out: Output, run):  # type: ignore[no-untyped-def]
         def update(p: UploadProgress) -> None:
             bar.update(
                 task, description=f"{p.phase} (round {p.round})", total=p.bytes_total or None, completed=p.bytes_done,
-                info=f"{p.segments_done:,}/{p.segments_total:,} articles, {p.connections} conns, {p.retries} retries",
+                info=f"{p.segments_done:,}/{count(p.segments_total, 'article')}, {p.connections} conns, {p.retries} retries",
             )
 
         return run(update)
@@ -304,13 +319,13 @@ def render(out: Output, s: UploadSummary) -> None:
     if s.files_rehashed_same:
         out.say(f"{s.files_rehashed_same:,} file(s) changed only in metadata: re-read, content unchanged, not posted again")
     if s.posted_now == 0 and s.complete:
-        out.data(f"{s.folder}: nothing to upload; all {s.segments:,} segments are posted and verified")
+        out.data(f"{s.folder}: nothing to upload; every segment ({s.segments:,}) is posted and verified")
         return
     out.data(
-        f"{s.folder}: posted {s.posted_now:,} articles ({human_bytes(s.bytes_posted)}) in {s.elapsed_s:.1f} s,"
+        f"{s.folder}: posted {count(s.posted_now, 'article')} ({human_bytes(s.bytes_posted)}) in {s.elapsed_s:.1f} s,"
         f" {s.mb_per_s:.1f} MB/s; packing efficiency {s.efficiency:.3f}"
     )
     out.data(
-        f"verified {s.verified:,}/{s.segments:,} segments; re-posted {s.reposted:,}; duplicates confirmed"
+        f"verified {s.verified:,}/{count(s.segments, 'segment')}; re-posted {s.reposted:,}; duplicates confirmed"
         f" {s.duplicates_confirmed:,}; failed {s.failed:,}; retries {s.retries:,}"
     )

@@ -7,11 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, open_state
+from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, count, open_state
 from usenetsync_cli.cli.share import try_publish
 from usenetsync_cli.cli.upload import run_backup
 from usenetsync_cli.config import Config
-from usenetsync_cli.errors import ConfigError, DataLostError, UsenetSyncError, VerifyRepairableError
+from usenetsync_cli.errors import ConfigError, DataLostError, UsageError, UsenetSyncError, VerifyRepairableError
 from usenetsync_cli.pipeline.repair import repair_folder
 from usenetsync_cli.pipeline.shares import get_share, layout_check, list_shares, needs_republish
 from usenetsync_cli.pipeline.verify import VerifyOptions, VerifySummary, verify_folder
@@ -30,7 +30,7 @@ DegradedError = VerifyRepairableError  # old name (the class lives in errors.py)
 def parse_duration(text: str) -> float:
     m = _DURATION.match(text)
     if not m:
-        raise ConfigError(f"cannot read duration {text!r}", hint="use e.g. 90s, 10m, 2h, 7d")
+        raise UsageError(f"cannot read duration {text!r}", hint="use e.g. 90s, 10m, 2h, 7d")
     return float(m.group(1)) * _UNIT[m.group(2)]
 
 
@@ -91,7 +91,7 @@ def verify(
                 specs = [e.spec() for e in cfg.posting_servers(server)]
                 r = repair_folder(state, folder, specs)
                 out.emit("verify.repair", **r.to_dict())
-                out.say(f"{folder.display_path}: repaired {r.repaired:,} of {r.to_repair:,} articles"
+                out.say(f"{folder.display_path}: repaired {r.repaired:,} of {count(r.to_repair, 'article')}"
                         f" ({r.rebuilt_from_par2:,} rebuilt from PAR2); {r.unrepairable:,} could not be repaired")
                 for problem in r.errors[:5]:
                     out.say(f"[yellow]warning:[/] {problem}")
@@ -119,9 +119,9 @@ def verify(
             hint="the local state is inconsistent; upload the folder again (`index`, then `upload`) and report it",
         )
     if lost_total:
-        raise DataLostError(f"{lost_total:,} articles could not be repaired")
+        raise DataLostError(f"{count(lost_total, 'article')} could not be repaired")
     if missing_total:
-        raise DegradedError(f"{missing_total:,} articles are missing or damaged")
+        raise DegradedError(f"{count(missing_total, 'article')} {'is' if missing_total == 1 else 'are'} missing or damaged")
 
 
 def _check_share_indexes(out: Output, state: State, folder_id: int, spec: ServerSpec) -> set[str]:
@@ -157,7 +157,7 @@ def _check_share_indexes(out: Output, state: State, folder_id: int, spec: Server
             out.emit("verify.share_index", name=sh.name, version=sh.version, articles=len(ids) + 1,
                      missing=missing + (sh.name in lost and not missing), layout_check=check)
             if check is not None and not out.json:
-                out.data(f"  share {sh.name!r} version {check['version']}: {check['files']:,} files,"
+                out.data(f"  share {sh.name!r} version {check['version']}: {count(check['files'], 'file')},"
                          f" {check['records']:,} index records, every layout resolved at publication")
     finally:
         conn.close()
@@ -172,7 +172,7 @@ def _render(out: Output, s: VerifySummary) -> None:
     if out.json:
         return
     out.data(
-        f"{s.folder}: checked {s.checked:,} articles ({s.rate:,.0f}/s): {s.present:,} present, {s.missing:,} missing,"
+        f"{s.folder}: checked {count(s.checked, 'article')} ({s.rate:,.0f}/s): {s.present:,} present, {s.missing:,} missing,"
         f" {s.damaged:,} damaged" + (f", {s.bodies_read:,} bodies read" if s.bodies_read else "")
         + (f"; {s.unchecked_left:,} left for the next run" if s.unchecked_left else "")
     )

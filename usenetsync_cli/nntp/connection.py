@@ -75,6 +75,7 @@ _OK_BODY = frozenset({222}) | MISSING_CODES
 _OK_POST_READY = frozenset({340})
 _OK_POSTED = frozenset({240})
 _OK_GROUP = frozenset({211})
+_OK_LIST = frozenset({215})
 _OK_MODE = frozenset({200, 201})
 _OK_CAPS = frozenset({101, 500})  # 500: a pre-RFC 3977 server without CAPABILITIES
 _OK_QUIT = frozenset({205})
@@ -381,6 +382,18 @@ class Connection:
             self._abort()
             raise NNTPProtocolError(f"{self._where}: malformed GROUP reply: {resp}") from None
         return GroupInfo(parts[3] if len(parts) > 3 else name, count, low, high)
+
+    def group_status(self, name: str) -> str | None:
+        """LIST ACTIVE for one group: its status flag ("y" posting allowed, "n" no posting, "m" moderated,
+        "x"/"j"/"=..." others), or None if the server does not carry it."""
+        if not name or _UNSAFE.search(name) or " " in name or any(c in name for c in "*?[]!,\\"):
+            raise ValueError(f"not a newsgroup name: {name!r}")
+        self._command(b"LIST ACTIVE " + name.encode() + b"\r\n", "LIST ACTIVE " + name, _OK_LIST, reader=True)
+        for line in self._read_block(1 << 16).decode("utf-8", "replace").splitlines():
+            words = line.split()
+            if len(words) >= 4 and words[0] == name:
+                return words[3]
+        return None
 
     def quit(self) -> None:
         """Say goodbye politely and close; never raises for a dead session."""

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from usenetsync_cli.errors import ConfigError
+from usenetsync_cli.errors import UsageError
 
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(i?)[bB]?(?:/s)?\s*$")
 
@@ -21,7 +21,7 @@ def parse_rate(text: str) -> int:
     """'20M' -> 20,000,000 bytes/s; '512K', '1.5M', '10MiB/s', '0' (= unlimited)."""
     m = _RATE_RE.match(text)
     if not m:
-        raise ConfigError(f"cannot read rate {text!r}", hint="use e.g. 20M, 512K or 1.5G (bytes per second)")
+        raise UsageError(f"cannot read rate {text!r}", hint="use e.g. 20M, 512K or 1.5G (bytes per second)")
     value, unit, binary = float(m.group(1)), m.group(2).upper(), m.group(3)
     base = 1024 if binary else 1000
     return int(value * {"": 1, "K": base, "M": base**2, "G": base**3}[unit])

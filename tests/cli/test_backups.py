@@ -568,7 +568,7 @@ def test_a_command_on_a_terminal_offers_to_repair_a_damaged_shard(machines: Mach
             answered = True
     os.close(master)
     assert proc.wait(timeout=60) == 0, seen.decode(errors="replace")[-2000:]
-    assert answered and b"corrupt" in seen and b"files taken from backup version 1" in seen
+    assert answered and b"corrupt" in seen and b" taken from backup version 1" in seen
     assert m.as_("a", "state", "repair").out.strip() == "every shard database is sound"
 
 

@@ -88,8 +88,8 @@ def test_password_never_in_config_logs_or_errors(tmp_path: Path, capsys: pytest.
             "--password-file", str(pw))
     assert r.code == 4 and "readable by other users" in r.err
     pw.chmod(0o600)
-    assert run(capsys, "server", "add", "a", "--host", inn.host, "--port", str(inn.auth_port), "--user", inn.user,
-               "--password-file", str(pw)).code == 0
+    assert run(capsys, "server", "add", "a", "--host", inn.host, "--port", str(inn.auth_port), "--group", inn.group,
+               "--user", inn.user, "--password-file", str(pw)).code == 0
     config = (Path(os.environ["USENETSYNC_HOME"]) / "config.toml").read_text()
     assert "not-the-password" not in config and str(pw) in config
     src = tmp_path / "data"

@@ -202,3 +202,19 @@ def test_server_test_checks_each_group_exists_and_allows_posting(
     assert r.code == 4 and "group alt.binaries.nowhere.usenetsync: MISSING" in r.out
     (line,) = r.err.strip().splitlines()
     assert "alt.binaries.nowhere.usenetsync is not carried" in line and "--group" in line
+
+
+def test_server_test_hints_fit_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str], inn: InnServer) -> None:
+    """A refused connection does not suggest --resume, and a wrong password does not suggest `server test`."""
+    assert run(capsys, "server", "add", "down", "--host", "127.0.0.1", "--port", "9", "--group", inn.group).code == 0
+    r = run(capsys, "server", "test", "down")
+    (line,) = r.err.strip().splitlines()
+    assert r.code == 10 and "--resume" not in line and "--tls" in line and "port" in line
+    pw = tmp_path / "pw"
+    pw.write_text("not-it\n")
+    pw.chmod(0o600)
+    assert run(capsys, "server", "add", "w", "--host", inn.host, "--port", str(inn.auth_port), "--group", inn.group,
+               "--user", inn.user, "--password-file", str(pw)).code == 0
+    r = run(capsys, "server", "test", "w")
+    (line,) = r.err.strip().splitlines()
+    assert r.code == 11 and "server test" not in line.split("(hint:")[1] and "--password-file" in line

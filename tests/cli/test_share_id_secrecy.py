@@ -95,7 +95,8 @@ def test_publishing_never_prints_the_id_only_show_id_does(users: Users, tmp_path
     said["upload --json (nothing to publish)"] = users.as_("alice", "upload", str(src), "--segment-size", "16384",
                                                            "--json")
     said["share update"] = users.as_("alice", "share", "update", "s")
-    said["share update --json"] = users.as_("alice", "share", "update", "s", "--json")
+    said["share update --json"] = users.as_("alice", "share", "update", "s", "--json", "--force")
+    said["share update (nothing changed)"] = users.as_("alice", "share", "update", "s")
     said["share revoke --json"] = users.as_("alice", "share", "revoke", "priv", "--to", carol, "--json")
     _root, *parts = _index_ids(users, "s")
     inn.cancel(parts[0])
@@ -121,6 +122,9 @@ def test_publishing_never_prints_the_id_only_show_id_does(users: Users, tmp_path
     assert "show its ID with `usenetsync share show s --show-id`" in said["upload"].err
     assert "published share 'priv' version 1" in said["create (published now)"].err
     assert "published share 's' version 3" in said["share update --json"].err
+    # Nothing changed since version 3: nothing is published without --force (issue 14).
+    assert "nothing changed since version 3; nothing published" in said["share update (nothing changed)"].err
+    assert "published share" not in said["share update (nothing changed)"].err
     assert "published share 'priv' version 2" in said["share revoke --json"].err
     assert "published share 's' version 5" in said["verify --repair"].err
     events = [e for what in ("create (published now)", "share update --json", "verify --repair --json")

@@ -81,7 +81,9 @@ def test_chunks_of_a_pack_gone_from_the_server_are_posted_again(
     r = users.as_("bob", "download", sid, str(tmp_path / "broken"))
     assert r.code != 0
     posted = _Posted(monkeypatch)
-    r = users.as_("alice", "share", "update", "s")
+    r = users.as_("alice", "share", "update", "s")  # the content did not change: nothing is published
+    assert r.code == 0 and "nothing changed" in r.err and posted.take() == [], r.err
+    r = users.as_("alice", "share", "update", "s", "--force")
     assert r.code == 0, r.err
     assert len(posted.take()) >= 3  # its chunks again, a new table, a root
     dest = tmp_path / "dest"

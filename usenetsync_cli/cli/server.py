@@ -11,7 +11,7 @@ from rich.table import Table
 
 from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output
 from usenetsync_cli.config import Config, ServerEntry, check_name, read_secret_file, store_prompted_password
-from usenetsync_cli.errors import ConfigError, UsageError
+from usenetsync_cli.errors import AuthError, ConfigError, NetworkError, UsageError
 from usenetsync_cli.nntp.probe import probe
 from usenetsync_cli.store.home import Home
 from usenetsync_cli.store.lock import HomeLock
@@ -125,7 +125,15 @@ def test(
     """
     out = Output(json_out)
     spec = Config.load(Home.resolve()).get(name).spec()
-    r = probe(spec)
+    try:
+        r = probe(spec)
+    except AuthError as e:  # the default hint sends the user to this very command
+        e.hint = (f"check the user name and the password file, then `usenetsync server add {name} --host HOST"
+                  " --user USER --password-file FILE --replace`")
+        raise
+    except NetworkError as e:  # the default hint speaks of --resume, which means nothing here
+        e.hint = f"check the host, the port and --tls (implicit TLS is usually port 563) of server {name}, and that it is up"
+        raise
     out.emit("server.test", **r.__dict__)
     if not out.json:
         out.data(f"{r.server} ({r.address}{', TLS' if r.tls else ''}): {r.greeting}")

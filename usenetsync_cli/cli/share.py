@@ -240,8 +240,11 @@ def update(
     server: ServerOpt = None,
     json_out: JsonOpt = False,
     lock_wait: LockWaitOpt = 0.0,
+    force: Annotated[bool, typer.Option("--force", help="Publish a new version even if nothing changed.")] = False,
 ) -> None:
     """Publish a new version after the folder was re-indexed and uploaded; the share ID stays the same.
+
+    Nothing is published when the share's content is what its last version holds (--force to publish anyway).
 
     Example:
 
@@ -252,7 +255,12 @@ def update(
         sh = get_share(state, name)
         identity = load_identity(state.home, passphrase_file)
         spec = Config.load(state.home).posting_servers(server)[0].spec()
-        result = publish(state, sh, identity, spec)
+        result = publish(state, sh, identity, spec, if_changed=not force and sh.version > 0)
+    if result.unchanged:
+        out.emit("share.unchanged", name=name, version=sh.version)
+        out.say(f"share {name!r}: nothing changed since version {sh.version}; nothing published"
+                " (pass --force to publish a new version anyway)")
+        return
     say_published(out, name, result)
     if say_held(out, result):
         raise held_error(result)

@@ -71,10 +71,13 @@ class ServerEntry:
             return read_secret_file(Path(self.password_file), what=f"server {self.name!r} password file")
         return None
 
-    def spec(self) -> ServerSpec:
+    def spec(self, *, with_password: bool = True) -> ServerSpec:
+        """The connection settings, validated; ``with_password=False`` checks them without reading the
+        password (``server add --password-env VAR``: VAR is read at each run and may be unset now)."""
         return ServerSpec(
             name=self.name, host=self.host, port=self.port, tls=self.tls, user=self.user,
-            password=self.password() if self.user else None, ca_file=self.ca_file, insecure=self.insecure,
+            password=self.password() if self.user and with_password else None, ca_file=self.ca_file,
+            insecure=self.insecure,
             connections=self.connections, timeout=self.timeout, groups=tuple(self.groups),
         )
 

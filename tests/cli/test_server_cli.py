@@ -82,6 +82,11 @@ def test_tls_certificate_is_checked(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_password_env(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, inn: InnServer) -> None:
     var = "NNTP_TEST_PASSWORD_VAR"
+    # Read at each run, so it may be unset when the server is added (a cron job's environment sets it).
+    monkeypatch.delenv(var, raising=False)
+    r = run(capsys, "server", "add", "early", "--host", inn.host, "--group", inn.group, "--port", str(inn.auth_port),
+            "--user", inn.user, "--password-env", var)
+    assert r.code == 0, r.err
     monkeypatch.setenv(var, inn.password)
     r = run(capsys, "server", "add", "envy", "--host", inn.host, "--group", inn.group, "--port", str(inn.auth_port), "--user", inn.user,
             "--password-env", var)

@@ -78,7 +78,8 @@ def add(
             password_env=password_env, connections=connections, groups=list(group) if group else ServerEntry(name, host).groups,
             post=post, ca_file=str(ca_file.absolute()) if ca_file else None, insecure=insecure, timeout=timeout,
         )
-        entry.spec()  # validates every field now
+        # Every field is validated now; a password file is read now (above), an environment variable at each run.
+        entry.spec(with_password=password_env is None)
         cfg.servers[name] = entry
         cfg.save(home)
     out.emit("server.added", name=name, **entry.to_toml())

@@ -1,10 +1,20 @@
 """The Typer application and ``main()``, the only place errors become messages.
 
 Owns: registering one module per command, and turning every expected failure
-(our ``UsenetSyncError`` family, SQLite/OS failures we can name, Ctrl-C)
-into one line on stderr and a distinct exit code. An unexpected exception is
-a bug: it gets one line too, with the traceback only under
-``USENETSYNC_DEBUG=1``.
+(our ``UsenetSyncError`` family, SQLite/OS failures we can name, Click's
+usage errors, Ctrl-C) into one line on stderr and a distinct exit code. An
+unexpected exception is a bug: it gets one line too, with the traceback only
+under ``USENETSYNC_DEBUG=1``.
+
+Invariants:
+- A command's module is imported only when that command runs or shows its
+  help (``COMMANDS``, ``load_command``); ``preload`` does it from
+  ``entry.main()`` while the starting-phase signal handler is in place. The
+  root help lists commands from ``COMMANDS`` (tests/cli/test_startup.py
+  checks each line against the command's own help).
+- Start-up budget (benchmarks/bench_startup.py, from the wheel): ``--version``
+  <= 150 ms, ``--help`` and ``status`` <= 250 ms. An eager import of a heavy
+  module here (rich.progress, cryptography, a pipeline) breaks it.
 """
 
 from __future__ import annotations

@@ -48,9 +48,12 @@ def export(
 ) -> None:
     """Write a standard NZB 1.1 listing every article of a share's folder.
 
-    Each article is one NZB file entry; the contents are encrypted, so other
-    clients can check completion or mirror the articles, and usenetsync
-    decrypts them.
+    Each article is one NZB file entry. What the NZB is for: any client
+    (SABnzbd, NZBGet, a mirror script) can check that the articles are
+    there and fetch or re-post them; their contents stay encrypted, with
+    random names. Only `usenetsync download` of the share, with its share ID,
+    reads the files; `download --nzb` of this NZB fetches the encrypted
+    articles as they are.
 
     Examples:
 

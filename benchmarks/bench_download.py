@@ -452,8 +452,8 @@ if _mode == "stages":
                 s = _st[name]; s[0] += 1; s[1] += time.perf_counter_ns() - t0; s[2] += time.thread_time_ns() - c0
         return w
 
-    if hasattr(_pd, "open_into"):
-        _pd.open_into = _wrap("AES-GCM open (open_into)", _pd.open_into)
+    import usenetsync_cli.core.epochs as _pe
+    _pe.FolderContext.open_into = _wrap("AES-GCM open (FolderContext.open_into)", _pe.FolderContext.open_into)
     if hasattr(_pd, "piece_hash"):
         _pd.piece_hash = _wrap("BLAKE3 verify (piece_hash)", _pd.piece_hash)
     if hasattr(_pd, "pwrite_all"):

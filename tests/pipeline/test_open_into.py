@@ -1,4 +1,5 @@
-"""pipeline/download_write.py ``open_into``: the download's buffer-reusing ``FolderContext.open``.
+"""``FolderContext.open_into`` (core/epochs.py, core/crypto.py ``open_segment_into``): the download's
+buffer-reusing ``FolderContext.open``.
 
 It must accept exactly what ``ctx.open`` accepts and give the same bytes, and
 refuse everything ``ctx.open`` refuses (a flipped bit, another place, another
@@ -15,21 +16,22 @@ from hypothesis import strategies as st
 from usenetsync_cli.core.crypto import new_nonce, seal_segment
 from usenetsync_cli.core.epochs import FolderContext
 from usenetsync_cli.errors import ProtocolError, TamperedError, UsenetSyncError
-from usenetsync_cli.pipeline.download_write import open_into
+
+
+def open_into(ctx: FolderContext, shard: int, seg_id: int, epoch: int, sealed: bytes, out: bytearray) -> memoryview:
+    return ctx.open_into(shard, seg_id, epoch, sealed, out)
 
 
 @pytest.fixture(autouse=True, params=["nogil", "cryptography"])
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test runs on both decryptors: OpenSSL through ctypes (GIL released) and cryptography's."""
     from usenetsync_cli.core import gcm_nogil
-    from usenetsync_cli.pipeline import download_write
 
     if request.param == "nogil":
         if not gcm_nogil.AVAILABLE:
             pytest.skip("no usable libcrypto here")
-        monkeypatch.setattr(download_write, "_NOGIL_GCM", [True])
     else:
-        monkeypatch.setattr(download_write, "_NOGIL_GCM", [False])
+        monkeypatch.setattr(gcm_nogil, "AVAILABLE", False)
     return str(request.param)
 
 
@@ -101,7 +103,7 @@ def test_nogil_backend_is_the_one_in_use_here() -> None:
     """The download uses the GIL-free decryptor on this machine kind (a lost libcrypto would go unnoticed)."""
     from usenetsync_cli.core import gcm_nogil
 
-    assert gcm_nogil.AVAILABLE
+    assert gcm_nogil._LIBS is not None  # not AVAILABLE: the backend fixture switches that off
 
 
 def test_nogil_decrypt_refuses_a_bad_tag_and_bad_sizes() -> None:
@@ -111,7 +113,7 @@ def test_nogil_decrypt_refuses_a_bad_tag_and_bad_sizes() -> None:
 
     from usenetsync_cli.core import gcm_nogil
 
-    if not gcm_nogil.AVAILABLE:
+    if gcm_nogil._LIBS is None:
         pytest.skip("no usable libcrypto here")
     key, nonce = os.urandom(32), os.urandom(12)
     for size in (0, 1, 16, 4099):

@@ -219,6 +219,31 @@ def seal_segment_into(
     return total
 
 
+_AUTH_FAILED = {
+    True: "segment failed authentication: it was altered, truncated, moved to another place, or sealed with a"
+          " different key",
+    False: "sealed data failed authentication: it was altered, truncated, moved to another place, or sealed"
+           " with a different key",
+}
+
+
+def _split_sealed(view: memoryview, versioned: bool) -> tuple[bytes, memoryview]:
+    """(nonce, ciphertext || tag) of a sealed segment, after its length and version byte are checked."""
+    if not versioned:
+        if len(view) < NONCE_SIZE + TAG_SIZE:
+            raise TamperedError(f"sealed data is {len(view)} bytes, shorter than the {NONCE_SIZE + TAG_SIZE}-byte minimum")
+        return view[:NONCE_SIZE].tobytes(), view[NONCE_SIZE:]
+    if len(view) < SEAL_OVERHEAD:
+        raise TamperedError(f"sealed segment is {len(view)} bytes, shorter than the {SEAL_OVERHEAD}-byte minimum")
+    version = view[0]
+    if version != SEAL_VERSION:
+        raise ProtocolError(
+            f"sealed segment has format version {version}; this usenetsync reads version {SEAL_VERSION}",
+            hint="the data was written by a different usenetsync version; upgrade and retry",
+        )
+    return view[1:_HEADER_SIZE].tobytes(), view[_HEADER_SIZE:]
+
+
 def open_segment(
     aesgcm: AESGCM, aad: bytes, sealed: bytes | bytearray | memoryview, *, versioned: bool = True
 ) -> bytes:
@@ -228,30 +253,30 @@ def open_segment(
     ``TamperedError`` for anything that fails authentication: flipped bits,
     truncation, a wrong key, or a segment moved to another place.
     """
-    view = memoryview(sealed)
-    if not versioned:
-        if len(view) < NONCE_SIZE + TAG_SIZE:
-            raise TamperedError(f"sealed data is {len(view)} bytes, shorter than the {NONCE_SIZE + TAG_SIZE}-byte minimum")
-        try:
-            return aesgcm.decrypt(view[:NONCE_SIZE].tobytes(), view[NONCE_SIZE:], aad)
-        except InvalidTag:
-            raise TamperedError(
-                "sealed data failed authentication: it was altered, truncated, moved to another place, or sealed"
-                " with a different key"
-            ) from None
-    if len(view) < SEAL_OVERHEAD:
-        raise TamperedError(f"sealed segment is {len(view)} bytes, shorter than the {SEAL_OVERHEAD}-byte minimum")
-    version = view[0]
-    if version != SEAL_VERSION:
-        raise ProtocolError(
-            f"sealed segment has format version {version}; this usenetsync reads version {SEAL_VERSION}",
-            hint="the data was written by a different usenetsync version; upgrade and retry",
-        )
-    nonce = view[1:_HEADER_SIZE].tobytes()
+    nonce, body = _split_sealed(memoryview(sealed), versioned)
     try:
-        return aesgcm.decrypt(nonce, view[_HEADER_SIZE:], aad)
+        return aesgcm.decrypt(nonce, body, aad)
     except InvalidTag:
-        raise TamperedError(
-            "segment failed authentication: it was altered, truncated, moved to another "
-            "place, or sealed with a different key"
-        ) from None
+        raise TamperedError(_AUTH_FAILED[versioned]) from None
+
+
+def open_segment_into(
+    key: bytes, aesgcm: AESGCM, aad: bytes, sealed: bytes | bytearray | memoryview, out: bytearray, *,
+    versioned: bool = True,
+) -> memoryview:
+    """``open_segment`` into ``out`` (reused by the caller, at least ``len(sealed)`` bytes): the plaintext as a
+    view of it. The same checks and errors; after an error ``out`` holds bytes that must not be used. With a
+    usable libcrypto the decryption runs without the GIL (core/gcm_nogil.py)."""
+    nonce, body = _split_sealed(memoryview(sealed), versioned)
+    plain = memoryview(out)[: len(body) - TAG_SIZE]
+    if gcm_nogil.AVAILABLE:
+        ok = gcm_nogil.decrypt_into(key, nonce, body, aad, plain)
+    else:
+        try:
+            aesgcm.decrypt_into(nonce, body, aad, plain)
+            ok = True
+        except InvalidTag:
+            ok = False
+    if not ok:
+        raise TamperedError(_AUTH_FAILED[versioned])
+    return plain

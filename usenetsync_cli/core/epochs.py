@@ -46,6 +46,7 @@ from usenetsync_cli.core.crypto import (
     SEAL_OVERHEAD,
     FolderKeys,
     open_segment,
+    open_segment_into,
     place_aad,
     seal_segment,
     seal_segment_into,
@@ -188,9 +189,23 @@ class FolderContext:
     def open(self, shard: int, seg_id: int, epoch: int, sealed: bytes | memoryview) -> bytes:
         """The authenticated plaintext of one sealed segment, padding stripped (``TamperedError`` otherwise)."""
         plain = open_segment(self.aesgcm(epoch), self.aad(shard, seg_id, epoch), sealed, versioned=versioned_seal(epoch))
+        view = self._unpad(shard, seg_id, epoch, memoryview(plain))
+        return plain if len(view) == len(plain) else bytes(view)
+
+    def open_into(self, shard: int, seg_id: int, epoch: int, sealed: bytes | bytearray | memoryview,
+                  out: bytearray) -> memoryview:
+        """``open`` into ``out``, a buffer the caller reuses (at least ``len(sealed)`` bytes): the plaintext as a
+        view of it, with the same checks (the download's fetch threads: no segment-sized allocation per article)."""
+        keys = self.at(epoch).keys
+        plain = open_segment_into(keys.enc_key, keys.aesgcm, self.aad(shard, seg_id, epoch), sealed, out,
+                                  versioned=versioned_seal(epoch))
+        return self._unpad(shard, seg_id, epoch, plain)
+
+    def _unpad(self, shard: int, seg_id: int, epoch: int, plain: memoryview) -> memoryview:
+        """``plain`` without the padding its place gives, which must be all zero."""
         pad = self.at(epoch).pad_len(shard, seg_id)
         if pad:
-            if len(plain) < pad or plain[-pad:].count(0) != pad:
+            if len(plain) < pad or bytes(plain[-pad:]).count(0) != pad:
                 raise TamperedError("a segment's padding is not what its place gives")
             plain = plain[:-pad]
         return plain

@@ -64,7 +64,6 @@ from usenetsync_cli.pipeline.download_write import (
     Task,
     Writer,
     folder_secrets,
-    open_into,
     pwrite_all,
 )
 from usenetsync_cli.pipeline.fetch import Article, FetchJob, FetchPool, body_limit
@@ -414,7 +413,7 @@ class _Run:
         if buf is None or len(buf) < len(sealed):
             buf = self._bufs.b = bytearray(len(sealed))
         try:
-            view = open_into(fs.ctx, task.shard, task.seg_id, task.epoch, sealed, buf)
+            view = fs.ctx.open_into(task.shard, task.seg_id, task.epoch, sealed, buf)
         except UsenetSyncError:
             return "failed authentication (AES-GCM)"
         checked: list[bytes] = []

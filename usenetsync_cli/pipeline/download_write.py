@@ -5,9 +5,7 @@ expected content hash and the piece hashes checked so far), ``Task`` (one
 article's writes), ``DownloadSummary``, and ``Writer``, which gives a file
 its name once it is proven whole (see its docstring), restores safe modes
 (pipeline/destination.py ``ModePolicy``) and keeps the reader's records of
-what it wrote (pipeline/reader_state.py). ``open_into`` is ``FolderContext.open``
-into a buffer each fetch thread reuses, decrypting with the GIL released where
-libcrypto allows (core/gcm_nogil.py).
+what it wrote (pipeline/reader_state.py).
 
 Invariant: a file is visible under its final name only after its content
 hash (core/hashing.py, over its ordered piece hashes, each checked against
@@ -25,14 +23,10 @@ from pathlib import Path
 from typing import Any
 
 
-from cryptography.exceptions import InvalidTag
-
-from usenetsync_cli.core.crypto import NONCE_SIZE, SEAL_VERSION, TAG_SIZE
-from usenetsync_cli.core.epochs import EpochKeys, FolderContext, versioned_seal
+from usenetsync_cli.core.epochs import EpochKeys, FolderContext
 from usenetsync_cli.core.hashing import file_content_hash
 from usenetsync_cli.core.manifest import FORMAT, OldFormatError
-from usenetsync_cli.errors import DiskFullError, InputPathError, ProtocolError, TamperedError, UsenetSyncError
-from usenetsync_cli.core import gcm_nogil
+from usenetsync_cli.errors import DiskFullError, InputPathError, TamperedError, UsenetSyncError
 from usenetsync_cli.pipeline.destination import (
     Action,
     Destination,
@@ -504,50 +498,6 @@ class Writer:
 
 _BLOCK = 1 << 16
 _ZEROS = bytes(_BLOCK)
-
-
-_NOGIL_GCM = [True]  # tests switch it off to check the cryptography path too
-
-
-def open_into(ctx: FolderContext, shard: int, seg_id: int, epoch: int, sealed: bytes | bytearray | memoryview,
-              out: bytearray) -> memoryview:
-    """``ctx.open`` (core/epochs.py) into ``out``, a buffer the caller reuses: the plaintext as a view of it.
-
-    The same checks in the same order: the version byte (epoch 0), the GCM
-    tag over the place's AAD, then the padding its place gives, all zero;
-    ``TamperedError``/``ProtocolError`` otherwise, and then ``out`` holds
-    bytes that must not be used. Saves ``ctx.open``'s two ~segment-sized
-    allocations (the plaintext, and its copy without the padding) per article.
-    ``out`` must hold at least ``len(sealed)`` bytes.
-    """
-    view = memoryview(sealed)
-    header = NONCE_SIZE + 1 if versioned_seal(epoch) else NONCE_SIZE
-    if len(view) < header + TAG_SIZE:
-        raise TamperedError(f"sealed segment is {len(view)} bytes, shorter than the {header + TAG_SIZE}-byte minimum")
-    if header > NONCE_SIZE and view[0] != SEAL_VERSION:
-        raise ProtocolError(
-            f"sealed segment has format version {view[0]}; this usenetsync reads version {SEAL_VERSION}",
-            hint="the data was written by a different usenetsync version; upgrade and retry",
-        )
-    n = len(view) - header - TAG_SIZE
-    plain = memoryview(out)[:n]
-    nonce = view[header - NONCE_SIZE : header].tobytes()
-    aad = ctx.aad(shard, seg_id, epoch)
-    if gcm_nogil.AVAILABLE and _NOGIL_GCM[0]:
-        # The same AES-256-GCM, but the GIL is free while it runs (see core/gcm_nogil.py).
-        if not gcm_nogil.decrypt_into(ctx.at(epoch).keys.enc_key, nonce, view[header:], aad, plain):
-            raise TamperedError("segment failed authentication")
-    else:
-        try:
-            ctx.aesgcm(epoch).decrypt_into(nonce, view[header:], aad, plain)
-        except InvalidTag:
-            raise TamperedError("segment failed authentication") from None
-    pad = ctx.at(epoch).pad_len(shard, seg_id)
-    if pad:
-        if n < pad or bytes(plain[n - pad :]).count(0) != pad:
-            raise TamperedError("a segment's padding is not what its place gives")
-        plain = plain[: n - pad]
-    return plain
 
 
 def nonzero_spans(view: memoryview) -> list[tuple[int, int]]:

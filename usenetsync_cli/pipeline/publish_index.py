@@ -135,13 +135,24 @@ class _Packer:
         self.nonce = os.urandom(16)
 
 
+def index_chunk_ids(spool: BinaryIO) -> list[bytes]:
+    """The chunk ids of the index in ``spool`` (the first of post_index's two passes).
+
+    Run it before connecting: at millions of files it takes minutes, and a server drops a connection
+    that sends nothing that long (INN's ``initialtimeout`` is 10 s after the greeting)."""
+    return [c.chunk_id for c in chunk_stream(_lines(spool))]
+
+
 def post_index(
     conn: Connection, post: PostFn, spool: BinaryIO, *, share_key: bytes, locator_key: bytes,
-    known: dict[bytes, TableEntry], packs: dict[bytes, int],
+    known: dict[bytes, TableEntry], packs: dict[bytes, int], chunk_ids: list[bytes] | None = None,
 ) -> IndexPosting:
-    """Post what this version's index needs (``spool``: its record lines, in order) and its table."""
+    """Post what this version's index needs (``spool``: its record lines, in order) and its table.
+
+    ``chunk_ids``: ``index_chunk_ids(spool)``, computed before ``conn`` was opened (else here)."""
     # Two passes over the spool (chunking is deterministic): memory holds chunk ids, not the index.
-    kept = _kept_packs(conn, [c.chunk_id for c in chunk_stream(_lines(spool))], known, packs, locator_key)
+    ids = index_chunk_ids(spool) if chunk_ids is None else chunk_ids
+    kept = _kept_packs(conn, ids, known, packs, locator_key)
     posting = IndexPosting(ref=IndexRef((), 0, 0, 0), entries=[], packs={n: packs[n] for n in kept})
     packer = _Packer(post, locator_key, posting)
     placed: dict[bytes, TableEntry] = {}

@@ -10,6 +10,8 @@ Invariants (hold at the start of every test, restored afterwards by monkeypatch)
   nothing (platformdirs, the CLI, libraries) can read or write the real
   user's files.
 - Output is deterministic: ``COLUMNS=120`` and ``NO_COLOR=1``.
+- ``PATH`` starts with the folder of ``sys.executable``, so ``usenetsync`` by name is
+  the console script of the interpreter under test.
 - ``USENETSYNC_TESTONLY_WEAKEN_KDF=1``: new identity files and password
   shares use the cheapest Argon2id (core/kdf.py ``for_new_data``).
 
@@ -20,6 +22,7 @@ fixtures are available in every test package.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,6 +50,9 @@ def isolate_environment(monkeypatch: pytest.MonkeyPatch, usenetsync_home: Path, 
         monkeypatch.setenv(var, str(path))
     monkeypatch.setenv("COLUMNS", "120")
     monkeypatch.setenv("NO_COLOR", "1")
+    # A subprocess that calls `usenetsync` by name (the cron example, shell lines) must run the console
+    # script of the interpreter running the tests (the project's .venv), not another install on PATH.
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
 
 
 @pytest.fixture(autouse=True)

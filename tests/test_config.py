@@ -15,12 +15,14 @@ def test_round_trip_and_mode(tmp_path: Path) -> None:
     home = Home.resolve(tmp_path / "h")
     cfg = Config()
     cfg.servers["a b"] = ServerEntry(name="a b", host="h", user="u", password_env="PW", groups=["x.y", 'q"z'])
-    cfg.servers["m"] = ServerEntry(name="m", host="n", tls=True, port=563, connections=8)
+    cfg.servers["m"] = ServerEntry(name="m", host="n", tls=True, port=563, connections=8, groups=["g"])
+    cfg.metrics_file = "/var/lib/node/usenetsync.prom"
     cfg.save(home)
     assert (home.config_file.stat().st_mode & 0o777) == 0o600
     back = Config.load(home)
     assert back.servers["a b"].groups == ["x.y", 'q"z'] and back.servers["m"].tls
     assert [s.name for s in back.posting_servers()] == ["a b", "m"]
+    assert back.metrics_file == "/var/lib/node/usenetsync.prom"
     with pytest.raises(NotFoundError):
         back.get("zzz")
 
@@ -55,3 +57,13 @@ def test_broken_toml_is_a_config_error(tmp_path: Path) -> None:
 def test_dump_toml_never_writes_unknown_types() -> None:
     with pytest.raises(TypeError):
         dump_toml({"servers": {"a": {"x": object()}}})
+
+
+def test_unknown_top_level_key_and_bad_metrics_file_are_refused(tmp_path: Path) -> None:
+    home = Home.resolve(tmp_path / "h").ensure()
+    home.config_file.write_text('metric_file = "/x"\n')  # misspelt: silently ignoring it would lose the metrics
+    with pytest.raises(ConfigError, match="unknown key 'metric_file'"):
+        Config.load(home)
+    home.config_file.write_text("metrics_file = 3\n")
+    with pytest.raises(ConfigError, match="metrics_file must be a path"):
+        Config.load(home)

@@ -120,7 +120,8 @@ class NetworkError(UsenetSyncError):
     """A server could not be reached or dropped the connection past all retries."""
 
     exit_code = 10
-    hint = "check the server address and that it is up; then run with --resume"
+    hint = ("check the server address and that it is up, then run the command again"
+            " (an upload continues where it stopped)")
     describes = "server unreachable or connection lost"
 
 
@@ -177,7 +178,7 @@ class VerifyRepairableError(UsenetSyncError):
 
     exit_code = 17
     hint = "run `usenetsync verify --repair` to re-post them from the source"
-    describes = "verify: articles missing or damaged, repairable (verify --repair)"
+    describes = "articles missing or damaged, repairable (verify: verify --repair; download --check: PAR2 covers them)"
 
 
 class DataLostError(UsenetSyncError):

@@ -1,7 +1,7 @@
-"""The generated man page, completion scripts and README exit-code table match the code and work.
+"""The generated man page, completion scripts and README tables match the code and work.
 
 Owns: failing the suite when ``man/usenetsync.1``, ``completions/*`` or the
-exit-code table of ``README.md`` are stale (regenerate with ``python3
+exit-code and configuration tables of ``README.md`` are stale (regenerate with ``python3
 scripts/gen_docs.py``), when the man page does not render cleanly, and when a
 completion script is not valid shell.
 """
@@ -73,6 +73,35 @@ def test_readme_staleness_is_detected(gen: ModuleType) -> None:
     assert gen.render_readme(hand) == hand  # text outside the markers is not the generator's
 
 
+def _config_section(text: str) -> str:
+    return text.split("<!-- config-reference:begin", 1)[1].split("<!-- config-reference:end -->", 1)[0]
+
+
+def test_readme_config_table_is_fresh_and_complete(gen: ModuleType) -> None:
+    from usenetsync_cli.config import CONFIG_KEYS, ENV_VARS
+
+    text = README.read_text(encoding="utf-8")
+    rows = [ln for ln in _config_section(text).splitlines() if ln.startswith("| `")]
+    names = [r.split("|")[1].strip().strip("`") for r in rows]
+    assert names == [k.name for k in (*CONFIG_KEYS, *ENV_VARS)], "run `python3 scripts/gen_docs.py`"
+    for key in CONFIG_KEYS:
+        assert any(r.startswith(f"| `{key.name}` | `config.toml` |") and key.doc.replace("|", "\\|") in r
+                   for r in rows), key.name
+    for var in ENV_VARS:
+        assert any(r.startswith(f"| `{var.name}` | environment |") and var.doc.replace("|", "\\|") in r
+                   for r in rows), var.name
+    assert gen.render_readme(text) == text, "run `python3 scripts/gen_docs.py`"
+
+
+def test_readme_config_staleness_is_detected(gen: ModuleType) -> None:
+    text = README.read_text(encoding="utf-8")
+    row = next(ln for ln in _config_section(text).splitlines() if ln.startswith("| `USENETSYNC_HOME` |"))
+    stale = text.replace(row + "\n", "")
+    assert gen.render_readme(stale) == text  # the missing row comes back; nothing else changes
+    hand = text.replace("## Configuration reference", "## Configuration reference (edited by hand)")
+    assert gen.render_readme(hand) == hand
+
+
 def test_man_page_structure(gen: ModuleType) -> None:
     from usenetsync_cli import __version__
     from usenetsync_cli.cli.app import cli
@@ -90,8 +119,15 @@ def test_man_page_structure(gen: ModuleType) -> None:
     for code, describes in EXIT_CODES.items():
         assert f"\\fB{code}\\fR" in exit_block, code
         assert gen.esc(describes) in exit_block, code
-    for var in ("USENETSYNC_HOME", "USENETSYNC_DEBUG"):
-        assert var in text
+    from usenetsync_cli.config import CONFIG_KEYS, ENV_VARS
+
+    assert ".SH CONFIGURATION" in lines
+    config_block = text.split(".SH CONFIGURATION", 1)[1].split(".SH ", 1)[0]
+    for key in CONFIG_KEYS:
+        assert f"{gen.bold(key.name)} (" in config_block, key.name
+    env_block = text.split(".SH ENVIRONMENT", 1)[1].split(".SH ", 1)[0]
+    for var in ENV_VARS:
+        assert f"{gen.bold(var.name)} (" in env_block, var.name
     assert not any(ord(c) > 127 for c in text), "non-ASCII must be escaped for groff without preconv"
 
 

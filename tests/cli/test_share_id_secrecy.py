@@ -296,7 +296,7 @@ def test_an_id_from_a_file_is_not_in_the_process_list(capsys: pytest.CaptureFixt
     listener.settimeout(120)
     home = Path(os.environ["USENETSYNC_HOME"])
     assert run(capsys, "server", "add", "silent", "--host", "127.0.0.1", "--port", str(listener.getsockname()[1]),
-               "--timeout", "120").code == 0
+               "--timeout", "120", "--no-post").code == 0
     with listener:
         id_file = _secret_file(tmp_path / "share.id", sid + "\n")
         argv, err = _cmdline_while_connecting(["--id-file", str(id_file), str(tmp_path / "d1")], listener, home)

@@ -85,7 +85,7 @@ def test_password_never_in_config_logs_or_errors(tmp_path: Path, capsys: pytest.
     pw.write_text("not-the-password-9876\n")
     pw.chmod(0o644)
     r = run(capsys, "server", "add", "a", "--host", inn.host, "--port", str(inn.auth_port), "--user", inn.user,
-            "--password-file", str(pw))
+            "--password-file", str(pw), "--group", inn.group)
     assert r.code == 4 and "readable by other users" in r.err
     pw.chmod(0o600)
     assert run(capsys, "server", "add", "a", "--host", inn.host, "--port", str(inn.auth_port), "--group", inn.group,
@@ -161,7 +161,7 @@ def test_a_group_the_server_lacks_is_a_config_error_naming_it(
     _tree(src, 50_000, 2)
     assert run(capsys, "index", str(src)).code == 0
     assert run(capsys, "server", "add", "local", "--host", inn.host, "--port", str(inn.port),
-               "--group", "alt.binaries.nowhere.usenetsync").code == 0
+               "--group", "alt.binaries.nowhere.usenetsync", "--no-check").code == 0  # `server add` would refuse it
     r = run(capsys, "upload", str(src), "--redundancy", "0")
     line = r.err.strip().splitlines()[-1]
     assert r.code == 4, r.err

@@ -277,6 +277,25 @@ def test_tls_to_a_plain_port_fails_at_once_with_one_line(
     assert not any(seg.get(k) for k in ("posted", "verified")), seg
 
 
+def test_plain_connection_to_the_tls_port_names_tls_in_its_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], inn: InnServer
+) -> None:
+    """The reverse mistake: a server added without --tls on port 563. INN waits for our ClientHello while
+    we wait for its greeting, so all there is to see is a timeout: its hint says what to try."""
+    src = tmp_path / "src"
+    _tree(src)
+    r = run(capsys, "server", "add", "plain", "--host", "127.0.0.1", "--port", str(inn.tls_port), "--timeout", "1",
+            "--group", inn.group, "--no-check")
+    assert r.code == 0, r.err
+    assert run(capsys, "index", str(src)).code == 0
+    r = run(capsys, "upload", str(src), "--segment-size", str(SEG), "--redundancy", "0")
+    assert r.code == 10, r.err
+    line = _one_line_error(r)
+    assert "no greeting" in line and "add --tls" in line and "--resume" in line, line
+    seg = _segments(capsys)
+    assert not any(seg.get(k) for k in ("posted", "verified")), seg
+
+
 def test_connection_cut_mid_article_over_tls_is_retried_and_posts_each_segment_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], inn: InnServer, tls_relay: FaultProxy
 ) -> None:
@@ -329,10 +348,10 @@ def test_reconnect_closed_by_the_server_during_the_handshake_is_retried(
         (src / os.fsdecode(rel)).write_bytes(data)
     with FaultProxy(inn.host, inn.tls_port if tls else inn.port, nntp=False) as relay:
         if tls:
-            _add_tls_server(capsys, inn, tmp_path, relay.port, connections=1)
+            _add_tls_server(capsys, inn, tmp_path, relay.port, "--no-check", connections=1)  # counted below
         else:
             r = run(capsys, "server", "add", "plain", "--host", "127.0.0.1", "--port", str(relay.port),
-                    "--group", inn.group, "--connections", "1", "--timeout", "60")
+                    "--group", inn.group, "--connections", "1", "--timeout", "60", "--no-check")
             assert r.code == 0, r.err
         assert run(capsys, "index", str(src)).code == 0
         armed: list[AssertionError] = []

@@ -18,7 +18,7 @@ def test_read_data_is_not_fooled_by_a_server_that_says_yes(users: Users, tmp_pat
     (src / "big.bin").write_bytes(os.urandom(60_000))
     publish(users, src, "--public")
     with serve_subprocess("--yes") as port:
-        assert users.as_("alice", "server", "add", "liar", "--host", "127.0.0.1", "--port", str(port)).code == 0
+        assert users.as_("alice", "server", "add", "liar", "--host", "127.0.0.1", "--port", str(port), "--no-post").code == 0
         stat_only = users.as_("alice", "verify", "--server", "liar", "--json")
         read = users.as_("alice", "verify", "--server", "liar", "--read-data", "100", "--json")
     s0 = [x for x in stat_only.json_lines() if x["type"] == "verify.summary"][0]

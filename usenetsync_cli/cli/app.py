@@ -25,6 +25,7 @@ import io
 import json
 import os
 import sys
+import time
 import types
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -147,6 +148,7 @@ def rich_help_without_markdown() -> None:
     ``import rich.markdown`` gets the real module.
     """
     if "typer.rich_utils" in sys.modules or "rich.markdown" in sys.modules:
+        _fold_long_words()
         return
     stand_in = types.ModuleType("rich.markdown")
 
@@ -164,6 +166,27 @@ def rich_help_without_markdown() -> None:
     finally:
         if sys.modules.get("rich.markdown") is stand_in:
             del sys.modules["rich.markdown"]
+    _fold_long_words()
+
+
+def _fold_long_words() -> None:
+    """Help text never loses a word: one longer than its column (``USENETSYNC_PASSPHRASE_FILE=FILE``)
+    is folded onto the next line, where rich's default cut it to ``USENETSYNC_PASSPHRASE_F…`` — also at
+    the 80 columns rich assumes off a terminal (``--help | less``, a man-page generator)."""
+    import typer.rich_utils as rich_utils
+
+    make_text = rich_utils._make_rich_text
+    if getattr(make_text, "folds", False):
+        return
+
+    def folded(**kwargs: Any) -> Any:
+        text = make_text(**kwargs)
+        if hasattr(text, "overflow"):
+            text.overflow = "fold"
+        return text
+
+    folded.folds = True  # type: ignore[attr-defined]
+    rich_utils._make_rich_text = folded  # type: ignore[assignment]
 
 
 def preload(args: Sequence[str]) -> None:
@@ -260,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     with stop_signals() as stop:
         args = list(sys.argv[1:] if argv is None else argv)
         json_mode = "--json" in args
+        started = time.time()
+        _metrics_reset()
         try:
             code, err = _run(args)
         except KeyboardInterrupt:  # landed after the command, before the line below
@@ -271,8 +296,27 @@ def main(argv: Sequence[str] | None = None) -> None:
             code = _fail(err, json_mode)
         elif err is not None:
             sys.stderr.write(err)
+        _metrics_finish(code, started)
         sys.stdout.flush()
     sys.exit(code)
+
+
+def _metrics_reset() -> None:
+    metrics = sys.modules.get("usenetsync_cli.metrics")
+    if metrics is not None:  # an earlier in-process run's recorder never carries over
+        metrics.reset()  # type: ignore[attr-defined]
+
+
+def _metrics_finish(code: int, started: float) -> None:
+    """The one place a run's start, end and final exit status are recorded (``--metrics-file``).
+
+    Only a command that has the option imports ``usenetsync_cli.metrics`` (while its command line is
+    read): for every other run, ``--version`` included, this costs a dict lookup. It runs after the
+    exit code is final and while stop signals are remembered, not raised, so the write is never cut.
+    """
+    metrics = sys.modules.get("usenetsync_cli.metrics")
+    if metrics is not None:
+        metrics.finish(code, started)  # type: ignore[attr-defined]
 
 
 INTERRUPTED = "interrupted at a safe point"
@@ -282,6 +326,8 @@ TERMINATED = "stopped by SIGTERM at a safe point"
 def _run(args: list[str]) -> tuple[int, UsenetSyncError | str | None]:
     """Run the command tree: (exit code, the error to report or None when already reported)."""
     _tune_allocator()
+    if "--help" in args or "-h" in args:
+        rich_help_without_markdown()  # also for main() called in-process, which skips entry's preload
     if os.environ.get("_USENETSYNC_COMPLETE"):
         # add_completion=False keeps Typer's install options out of --help, and
         # with them its registration of the bash/zsh/fish completion classes.

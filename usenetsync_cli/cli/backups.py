@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from usenetsync_cli.cli.common import JsonOpt, Output, count, human_bytes
 from usenetsync_cli.cli.share import PassphraseOpt
@@ -110,12 +109,8 @@ def backups(
                      bytes=v.bytes)
         if out.json:
             return
-        t = Table(title=f"{entry.label}: {entry.path} (on {entry.host})", title_justify="left")
-        for col in ("version", "date", "files", "size"):
-            t.add_column(col)
-        for v in entry.kept():
-            t.add_row(str(v.version), when(v.created), f"{v.files:,}", human_bytes(v.bytes))
-        out.data(t)
+        out.table(f"{entry.label}: {entry.path} (on {entry.host})", ("version", "date", "files", "size"),
+                  [(str(v.version), when(v.created), f"{v.files:,}", human_bytes(v.bytes)) for v in entry.kept()])
         if entry.forgotten:
             out.say(f"{len(entry.forgotten):,} older version(s) forgotten")
         return
@@ -129,12 +124,11 @@ def backups(
     if not cat.folders:
         out.data("no backups found for this identity on this server")
         return
-    t = Table(title=f"backups (catalog version {version})", title_justify="left")
-    for col in ("name", "path", "host", "versions", "newest", "files", "size"):
-        t.add_column(col)
+    rows = []
     for f in sorted(cat.folders.values(), key=lambda f: f.label):
         newest = f.newest()
-        t.add_row(f.label, f.path, f.host, str(len(f.kept())),
-                  f"{newest.version} ({when(newest.created)})" if newest else "-",
-                  f"{newest.files:,}" if newest else "-", human_bytes(newest.bytes) if newest else "-")
-    out.data(t)
+        rows.append((f.label, f.path, f.host, str(len(f.kept())),
+                     f"{newest.version} ({when(newest.created)})" if newest else "-",
+                     f"{newest.files:,}" if newest else "-", human_bytes(newest.bytes) if newest else "-"))
+    out.table(f"backups (catalog version {version})",
+              ("name", "path", "host", "versions", "newest", "files", "size"), rows)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -35,6 +37,30 @@ LockWaitOpt = Annotated[
         metavar="SECONDS",
         min=0,
         help="If another usenetsync run holds the home, wait up to SECONDS for it instead of failing at once (exit 75).",
+    ),
+]
+
+
+def _metrics_option(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
+    """Read with the command line: from here the run is recorded at its end (``app.main``), whatever the
+    command does next (a busy lock, a refused server, Ctrl-C)."""
+    if not ctx.resilient_parsing:  # not while a shell completes a word
+        from usenetsync_cli import metrics
+
+        metrics.begin(ctx.command_path.partition(" ")[2], os.fspath(value) if value else None)
+    return value
+
+
+MetricsFileOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--metrics-file",
+        metavar="PATH",
+        callback=_metrics_option,
+        show_default=False,
+        help="At the end of the run, success or failure, write Prometheus metrics (last run, exit status,"
+        " posted bytes, verify results, backup age) to PATH atomically, for node_exporter's textfile"
+        " collector. Default: $USENETSYNC_METRICS_FILE, else metrics_file in config.toml.",
     ),
 ]
 
@@ -98,19 +124,20 @@ class Output:
         stream = sys.stderr if self.json else sys.stdout
         if stream.isatty():
             from rich.table import Table
+            from rich.text import Text
 
             console = self.err if self.json else self.out
 
-            t = Table(title=title, title_justify="left")
+            t = Table(title=title or None, title_justify="left")
             for col in columns:
                 t.add_column(col, justify="right" if right else "left")
             for row in rows:
-                t.add_row(*row)
+                t.add_row(*(Text(c) for c in row))  # data is never markup: "[2019] trip" stays as it is
             console.print(t)
             return
         body = [list(columns), *(list(r) for r in rows)]
         widths = [max(len(r[i]) for r in body) for i in range(len(columns))]
-        lines = [title]
+        lines = [title] if title else []
         for r in body:
             cells = [c.rjust(w) if right else c.ljust(w) for c, w in zip(r, widths)]
             lines.append("  ".join(cells).rstrip())

@@ -5,6 +5,12 @@ share it is the key), so it is read from ``--id-file FILE`` (0600, first
 non-empty line), from ``$USENETSYNC_SHARE_ID``, or from stdin (``-``); the
 argument still works but warns that other users see it (``ps``, shell
 history). Exactly one source; the ID is never printed or put in a message.
+
+``--check`` (share or ``--nzb``): the availability check of
+pipeline/availability.py instead of a download; DEST is not needed, nothing
+is written (no DEST, no reader state, not even the home's folders). Exit 0
+complete, 17 (``VerifyRepairableError``) missing but PAR2 covers it, 18
+(``DataLostError``) files that cannot be completed.
 """
 
 from __future__ import annotations
@@ -13,24 +19,27 @@ import getpass
 import os
 import sys
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Optional, TextIO
+from typing import Annotated, Any, Optional, TextIO
 
 import typer
 
-from usenetsync_cli.cli.common import JsonOpt, Output, count, human_bytes
+from usenetsync_cli import metrics
+from usenetsync_cli.cli.common import JsonOpt, MetricsFileOpt, Output, count, human_bytes
 from usenetsync_cli.cli.share import PassphraseOpt, read_password
 from usenetsync_cli.config import Config
 from usenetsync_cli.core.identity import Identity
 from usenetsync_cli.core.shareid import ShareId
 from usenetsync_cli.errors import (
     ConfigError,
+    DataLostError,
     DownloadIncompleteError,
     InterruptedByUser,
     SHARE_ID_RE,
     SyncConflictError,
     UsageError,
+    VerifyRepairableError,
 )
 from usenetsync_cli.nntp import ServerSpec
 from usenetsync_cli.pipeline.destination import Destination, replaced_folder
@@ -86,7 +95,17 @@ def download(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace local files the share also has; each is first moved into the home's replaced/ folder.")] = False,
     keep_special_modes: Annotated[bool, typer.Option("--keep-special-modes", help="Restore setuid, setgid and sticky bits and modes beyond your umask (off by default, also as root).")] = False,
     xattrs: Annotated[bool, typer.Option("--xattrs", help="Restore the user.* extended attributes the share carries (its folder was indexed with --xattrs).")] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Only check: STAT every article of the newest version (and its PAR2 recovery articles) and say"
+            " how much is there and whether PAR2 covers the rest; writes nothing, DEST is not needed. Exit 0:"
+            " complete, 17: missing but PAR2 covers it, 18: files cannot be completed.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
+    metrics_file: MetricsFileOpt = None,
 ) -> None:
     """Fetch the newest version of a share into DEST, verified end to end; resumable; never over your files.
 
@@ -118,17 +137,31 @@ def download(
       USENETSYNC_SHARE_ID="$(pass photos-id)" usenetsync download ~/mirror --sync
 
       usenetsync download --nzb release.nzb ./out
+
+      usenetsync download --id-file ~/.photos.id --check
     """
     out = Output(json_out)
     if nzb is not None:
         if id_file is not None:
             raise UsageError("--id-file names a share; --nzb downloads an NZB", hint="pick one")
+        if check:
+            check_nzb_file(out, nzb, server, connections)
+            return
         if share_id is None:
             raise UsageError("give a destination folder", hint="usenetsync download --nzb FILE DEST")
         target = Path(share_id) if dest is None else dest
+        metrics.set_folder(target.resolve())
         _download_nzb(out, nzb, target, server, connections)
         return
+    if check:
+        source, _dest = _pick_source(share_id, dest, id_file, os.environ, need_dest=False)
+        if source == "argument":
+            out.say(ARGV_WARNING)
+        check_share(out, _read_share_id(source, share_id, id_file, os.environ, sys.stdin), server, connections,
+                    password_file, passphrase_file)
+        return
     source, dest = _pick_source(share_id, dest, id_file, os.environ)
+    metrics.set_folder(dest.resolve())  # the destination labels the run, never the share ID
     if source == "argument":
         out.say(ARGV_WARNING)
     if sync and overwrite:
@@ -141,10 +174,12 @@ def download(
     entries = Config.load(home).servers
     if not entries:
         raise ConfigError("no server is configured to read from", hint="add one with `usenetsync server add NAME --host HOST`")
-    spec = (Config.load(home).get(server) if server else next(iter(entries.values()))).spec()
+    readers = Config.load(home).reading_servers(server)  # role fill last: asked only for what the others lack
+    spec = readers[0].spec()
     Destination(dest).check_root()  # before any server work: a bad DEST fails at once
     opts = DownloadOptions(connections=connections, sync=sync, overwrite=overwrite, keep_deleted=keep_deleted,
-                           keep_special_modes=keep_special_modes, xattrs=xattrs)
+                           keep_special_modes=keep_special_modes, xattrs=xattrs,
+                           fill=tuple(e.spec() for e in readers[1:] if e.role == "fill"))
     with HomeLock(ReaderState.lock_path(home, dest)):
         reader = ReaderState.open(home, dest)
         try:
@@ -164,9 +199,11 @@ def download(
 
 
 def _pick_source(
-    first: str | None, second: Path | None, id_file: Path | None, env: Mapping[str, str],
+    first: str | None, second: Path | None, id_file: Path | None, env: Mapping[str, str], *, need_dest: bool = True,
 ) -> tuple[str, Path]:
-    """Where the share ID comes from (argument, -, --id-file or the variable) and DEST; ConfigError unless exactly one."""
+    """Where the share ID comes from (argument, -, --id-file or the variable) and DEST; ConfigError unless exactly one.
+
+    ``need_dest=False`` (``--check``): DEST may be left out (then the returned one is ``.``, never used)."""
     named = [what for what, on in (("--id-file", id_file is not None), (f"${SHARE_ID_ENV}", bool(env.get(SHARE_ID_ENV))))
              if on]
     positional = [a for a in (first, second) if a is not None]
@@ -177,14 +214,21 @@ def _pick_source(
         if len(named) > 1:
             raise UsageError(f"the share ID is given twice: by {' and by '.join(named)}", hint=_ONE_SOURCE_HINT)
         if not positional:
+            if not need_dest:
+                return ("file" if id_file is not None else "env"), Path(".")
             raise UsageError("give a destination folder", hint="usenetsync download --id-file FILE DEST")
         return ("file" if id_file is not None else "env"), Path(positional[0])
     if first is None:
+        if not need_dest:
+            raise UsageError("give the share ID", hint=f"usenetsync download --id-file FILE --check (or {SHARE_ID_ENV},"
+                             " or - to read the ID from stdin)")
         raise UsageError(
             "give the share ID and a destination folder",
             hint=f"usenetsync download --id-file FILE DEST (or {SHARE_ID_ENV}, or - to read the ID from stdin)",
         )
     if second is None:
+        if not need_dest:
+            return ("stdin" if first == "-" else "argument"), Path(".")
         raise UsageError("give a destination folder", hint="usenetsync download --id-file FILE DEST")
     return ("stdin" if first == "-" else "argument"), second
 
@@ -316,9 +360,10 @@ def _download_nzb(out: Output, nzb: Path, dest: Path, server: str | None, connec
     cfg = Config.load(home)
     if not cfg.servers:
         raise ConfigError("no server is configured to read from", hint="add one with `usenetsync server add NAME --host HOST`")
-    spec = (cfg.get(server) if server else next(iter(cfg.servers.values()))).spec()
+    readers = cfg.reading_servers(server)  # role fill last: asked only for what the others lack
     files = parse_nzb(nzb)
-    summary = download_nzb(files, dest, [spec], connections=connections)
+    summary = download_nzb(files, dest, [readers[0].spec()], connections=connections,
+                           fill=[e.spec() for e in readers[1:] if e.role == "fill"])
     out.emit(
         "nzb.summary", files_ok=len(summary.files_ok), files_damaged=[list(d) for d in summary.files_damaged],
         bytes=summary.bytes, articles=summary.articles, elapsed_s=round(summary.elapsed_s, 3),
@@ -332,3 +377,106 @@ def _download_nzb(out: Output, nzb: Path, dest: Path, server: str | None, connec
     if summary.files_damaged:
         name, missing = summary.files_damaged[0]
         raise DownloadIncompleteError(f"{len(summary.files_damaged)} file(s) damaged, e.g. {name} (parts {missing})")
+
+
+# ---------------------------------------------------------------- --check: availability, nothing written
+
+_CHECK_LINES = 100  # per-file lines in human output; --json lists every file
+
+
+def _check_servers(server: str | None) -> tuple[Home, ServerSpec, list[ServerSpec]]:
+    home = Home.resolve()  # not ensure(): a check creates nothing in the home
+    cfg = Config.load(home)
+    if not cfg.servers:
+        raise ConfigError("no server is configured to read from", hint="add one with `usenetsync server add NAME --host HOST`")
+    readers = cfg.reading_servers(server)  # role fill last: asked only for what the others lack
+    return home, readers[0].spec(), [e.spec() for e in readers[1:] if e.role == "fill"]
+
+
+def check_share(
+    out: Output, share_id: str, server: str | None, connections: int | None, password_file: Path | None,
+    passphrase_file: Path | None,
+) -> None:
+    """``download --check``: open the newest version (index verified as a download does), STAT all its articles."""
+    from usenetsync_cli.pipeline.availability import ShareCheck, scratch_dir
+    from usenetsync_cli.pipeline.shares import open_share
+
+    ShareId.parse(share_id)  # a mistyped ID fails here, before anything else
+    home, spec, fill = _check_servers(server)
+    try:
+        with scratch_dir() as tmp:
+            conn = open_connection(spec)
+            try:
+                opened = open_share(conn, share_id, Path(tmp), password=lambda: read_password(password_file),
+                                    identity=lambda: load_identity(home, passphrase_file))
+                conn.quit()
+            finally:
+                conn.close()
+            with ShareCheck(Path(tmp), opened.index.version) as chk:
+                report = chk.run(opened.records(), spec, connections=connections, fill=fill)
+                render_check(out, report, chk.files(), chk.groups())
+    except KeyboardInterrupt:
+        raise InterruptedByUser("check interrupted; nothing was written") from None
+
+
+def check_nzb_file(out: Output, nzb: Path, server: str | None, connections: int | None) -> None:
+    """``download --nzb F --check``: STAT every segment of the NZB."""
+    from usenetsync_cli.core.nzb import parse_nzb
+    from usenetsync_cli.pipeline.availability import check_nzb
+
+    _home, spec, fill = _check_servers(server)
+    files = parse_nzb(nzb)
+    try:
+        report, missing = check_nzb(files, spec, connections=connections, fill=fill)
+    except KeyboardInterrupt:
+        raise InterruptedByUser("check interrupted; nothing was written") from None
+    render_check(out, report, iter(missing), iter(()))
+
+
+def render_check(out: Output, r: Any, files: Iterator[Any], groups: Iterator[Any]) -> None:
+    """Summary, then the files (and PAR2 groups) missing something; the exit code says complete/repairable/lost.
+
+    ``--json``: one ``download.check`` object, then a ``download.check.file`` per file and a
+    ``download.check.group`` per PAR2 group with an article missing.
+    """
+    out.emit("download.check", **r.to_dict())
+    what = f"share version {r.version}" if r.kind == "share" else "NZB"
+    line = (f"{what}: {r.present:,} of {count(r.articles, 'article')} present, {r.missing:,} missing;"
+            f" {human_bytes(r.bytes_present)} of {human_bytes(r.bytes)}")
+    if r.kind == "share":
+        line += (f"; PAR2: {r.recovery_present:,} of {count(r.recovery_articles, 'recovery article')} present"
+                 f" in {count(r.groups, 'group')}")
+    if not out.json:
+        out.data(line)
+    shown = 0
+    for f in files:
+        out.emit("download.check.file", **f.to_dict())
+        if not out.json:
+            shown += 1
+            if shown <= _CHECK_LINES:
+                cover = "PAR2 covers them" if f.repairable else "PAR2 cannot cover them"
+                out.data(f"missing: {f.path}: {f.missing:,} of {count(f.articles, 'article')} ({cover})")
+    if shown > _CHECK_LINES:
+        out.data(f"missing: … and {count(shown - _CHECK_LINES, 'more file')} (--json lists all)")
+    for g in groups:
+        out.emit("download.check.group", **g.to_dict())
+        if not out.json and not g.can_rebuild:
+            out.data(f"PAR2 group {g.shard}:{g.group_id}: {g.missing:,} of {count(g.members, 'data article')} missing,"
+                     f" {g.recovery_present:,} of {count(g.recovery, 'recovery block')} available: cannot rebuild")
+    if r.complete:
+        if not out.json:
+            out.data(f"complete: every article is there ({count(r.files, 'file')})")
+        return
+    if not r.repairable:
+        names = ", ".join(r.lost_sample[:3]) + (" …" if r.files_lost > 3 else "")
+        hint = ("PAR2 cannot cover what is missing; the publisher can re-post it (`usenetsync verify --repair`)"
+                if r.kind == "share" else
+                "usenetsync does not judge an NZB's own PAR2 files; a client that reads them may still repair")
+        raise DataLostError(
+            f"{count(r.missing, 'article')} missing; {count(r.files_lost, 'file')} cannot be completed: {names}",
+            hint=hint,
+        )
+    raise VerifyRepairableError(
+        f"{count(r.missing, 'article')} missing in {count(r.files_missing, 'file')}; PAR2 covers them all",
+        hint="a download rebuilds them from PAR2 as it goes",
+    )

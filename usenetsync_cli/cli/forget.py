@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from usenetsync_cli.cli.backups import ServerOpt, owner, when
 from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, open_state
@@ -82,10 +81,6 @@ def _render(out: Output, label: str, created: dict[int, int], d: Decision) -> No
         out.emit("forget.remove", label=label, version=v, created=created[v])
     if out.json:
         return
-    t = Table(title=f"{label}: keep {len(d.keep)}, forget {len(d.forget)}", title_justify="left")
-    for col in ("version", "date", "", "reasons"):
-        t.add_column(col)
-    for v in sorted(created, reverse=True):
-        keep = v in d.keep
-        t.add_row(str(v), when(created[v]), "keep" if keep else "forget", ", ".join(d.reasons.get(v, [])))
-    out.data(t)
+    out.table(f"{label}: keep {len(d.keep)}, forget {len(d.forget)}", ("version", "date", "decision", "reasons"),
+              [(str(v), when(created[v]), "keep" if v in d.keep else "forget", ", ".join(d.reasons.get(v, [])))
+               for v in sorted(created, reverse=True)])

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from usenetsync_cli.cli.common import JsonOpt, Output, count, open_state
-from usenetsync_cli.config import DEFAULT_GROUP, Config
+from usenetsync_cli.config import Config
 from usenetsync_cli.core.nzb import NzbWriter, open_nzb_for_write
 from usenetsync_cli.pipeline.shares import get_share
 from usenetsync_cli.pipeline.upload import folder_context
@@ -67,7 +67,8 @@ def export(
         folder = catalog.get_folder_by_id(state.catalog, sh.folder_id)
         assert folder is not None
         servers = Config.load(state.home).servers
-        groups = next(iter(servers.values())).groups if servers else [DEFAULT_GROUP]
+        # An NZB names the groups its articles were posted to; without a server that says, a neutral one.
+        groups = next((s.groups for s in servers.values() if s.groups), None) or ["alt.binaries.misc"]
         writer = open_nzb_for_write(output, title=sh.name) if output else NzbWriter(sys.stdout.buffer, title=sh.name)
         with writer:
             n = 0

@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
-from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, count, human_bytes, open_state
+from usenetsync_cli import metrics
+from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, MetricsFileOpt, Output, count, human_bytes, open_state
 from usenetsync_cli.config import Config, read_secret_file
 from usenetsync_cli.core.identity import Identity, PublicIdentity
 from usenetsync_cli.errors import ConfigError, CryptoError, NotFoundError, SourceChangedError, UsageError
 from usenetsync_cli.pipeline.index import resolve_folder
 from usenetsync_cli.pipeline.publish import NotUploadedError, Published
-from usenetsync_cli.pipeline.shares import Share, create_share, get_share, list_shares, publish, revoke
+from usenetsync_cli.pipeline.shares import Share, create_share, get_share, layout_check, list_shares, publish, revoke
 from usenetsync_cli.store import catalog
 from usenetsync_cli.store.keystore import load_identity
 from usenetsync_cli.store.state import State
@@ -123,6 +123,7 @@ def create(
     server: ServerOpt = None,
     json_out: JsonOpt = False,
     lock_wait: LockWaitOpt = 0.0,
+    metrics_file: MetricsFileOpt = None,
 ) -> None:
     """Define a share of an indexed folder and publish its index once the folder is uploaded.
 
@@ -140,6 +141,7 @@ def create(
       usenetsync share create ~/Work --to uspk1q… --to uspk1z…
     """
     out = Output(json_out)
+    metrics.set_folder(path.resolve())
     kinds = [k for k, on in (("public", public), ("password", password or password_file is not None), ("private", bool(to))) if on]
     if len(kinds) != 1:
         raise UsageError("choose exactly one of --public, --password, --to PUBKEY")
@@ -187,14 +189,10 @@ def list_(
     if not shares:
         out.data("no shares yet: `usenetsync share create PATH --public|--password|--to PUBKEY`")
         return
-    t = Table()
-    for col in ("name", "kind", "folder", "version", "files", "size", "state") + (("share ID",) if show_id else ()):
-        t.add_column(col)
-    for sh in shares:
-        row = [sh.name, sh.kind, paths.get(sh.folder_id, "?"), str(sh.version), f"{sh.files:,}", human_bytes(sh.bytes),
-               "published" if sh.version else "pending upload"]
-        t.add_row(*row, *((sh.share_id,) if show_id else ()))
-    out.data(t)
+    out.table("", ("name", "kind", "folder", "version", "files", "size", "state") + (("share ID",) if show_id else ()),
+              [(sh.name, sh.kind, paths.get(sh.folder_id, "?"), str(sh.version), f"{sh.files:,}",
+                human_bytes(sh.bytes), "published" if sh.version else "pending upload",
+                *((sh.share_id,) if show_id else ())) for sh in shares])
 
 
 @share_app.command("show")
@@ -218,14 +216,19 @@ def show(
     out = Output(json_out)
     with open_state(lock=False) as state:
         sh = get_share(state, name)
-    out.emit("share", **sh.to_public_dict(show_id))
+        check = layout_check(state, sh) or {}
+    # Counted as the download's summary counts them: files (hard links too), symlinks, folders (None: published
+    # by a usenetsync that did not record them).
+    symlinks, dirs = check.get("symlinks"), check.get("dirs")
+    out.emit("share", **sh.to_public_dict(show_id), symlinks=symlinks, dirs=dirs)
     if show_id:
         out.say(SECRET_REMINDER)
     if out.json:
         return
     # With --show-id, stdout is the ID alone: `> FILE` and `| usenetsync download -` take it as it is.
     put = out.say if show_id else out.data
-    put(f"{sh.name}: {sh.kind} share, version {sh.version or '(not yet published)'}, {count(sh.files, 'file')},"
+    tree = "" if symlinks is None or dirs is None else f" {count(symlinks, 'symlink')}, {count(dirs, 'folder')},"
+    put(f"{sh.name}: {sh.kind} share, version {sh.version or '(not yet published)'}, {count(sh.files, 'file')},{tree}"
         f" {human_bytes(sh.bytes)}")
     for r in sh.recipients:
         put(f"  recipient {r}")
@@ -241,6 +244,7 @@ def update(
     json_out: JsonOpt = False,
     lock_wait: LockWaitOpt = 0.0,
     force: Annotated[bool, typer.Option("--force", help="Publish a new version even if nothing changed.")] = False,
+    metrics_file: MetricsFileOpt = None,
 ) -> None:
     """Publish a new version after the folder was re-indexed and uploaded; the share ID stays the same.
 
@@ -253,6 +257,9 @@ def update(
     out = Output(json_out)
     with open_state(lock=True, lock_wait=lock_wait) as state:
         sh = get_share(state, name)
+        shared = catalog.get_folder_by_id(state.catalog, sh.folder_id)
+        if shared is not None:  # the folder, never the share's ID, labels the run
+            metrics.set_folder(shared.display_path)
         identity = load_identity(state.home, passphrase_file)
         spec = Config.load(state.home).posting_servers(server)[0].spec()
         result = publish(state, sh, identity, spec, if_changed=not force and sh.version > 0)

@@ -6,6 +6,8 @@ import datetime as dt
 from typing import Any
 
 from usenetsync_cli.cli.common import JsonOpt, Output, human_bytes, open_state
+from usenetsync_cli.core.excludes import Selection
+from usenetsync_cli.store import catalog
 from usenetsync_cli.store.report import StatusReport, collect_status
 
 
@@ -23,7 +25,9 @@ def status(json_out: JsonOpt = False) -> None:
     out = Output(json_out)
     with open_state(lock=False) as state:
         report = collect_status(state)
-    render(out, report)
+        selections = {f["folder_id"]: catalog.folder_selection(state.catalog, f["folder_id"], None)
+                      for f in report.folders}
+    render(out, report, selections)
 
 
 def _when(ns: int | None) -> str:
@@ -38,12 +42,14 @@ def _backup(f: dict[str, Any]) -> str:
     return f"v{f['backup_version']}"
 
 
-def render(out: Output, r: StatusReport) -> None:
+def render(out: Output, r: StatusReport, selections: dict[int, Selection] | None = None) -> None:
+    """``selections``: each folder's stored index rules (what `index` leaves out), by folder id."""
+    selections = selections or {}
     out.emit("status.home", config_dir=r.config_dir, state_dir=r.state_dir, catalog_bytes=r.catalog_bytes)
     for sh in r.shards:
         out.emit("status.shard", **sh)
     for f in r.folders:
-        out.emit("status.folder", **f)
+        out.emit("status.folder", **f, selection=selections.get(f["folder_id"], Selection()).to_dict())
     for job in r.jobs:
         out.emit("status.job", **job)
     for share in r.shares:
@@ -68,6 +74,9 @@ def render(out: Output, r: StatusReport) -> None:
             out.table("backups", ("folder", "version", "published", "covers the state as last indexed"), (
                 (str(f["folder_id"]), _backup(f), _when(f["backup_published_ns"]),
                  "yes" if f["backup_covered"] else "no: upload to back up the changes") for f in r.folders))
+        if any(not sel.empty for sel in selections.values()):
+            out.table("left out by index", ("folder", "rules"), (
+                (str(f["folder_id"]), selections.get(f["folder_id"], Selection()).describe()) for f in r.folders))
     else:
         out.data("no folders indexed yet: run `usenetsync index PATH`")
     if r.jobs:

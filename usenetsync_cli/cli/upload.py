@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import threading
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,11 +11,13 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 
-from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, count, human_bytes, open_state
+from usenetsync_cli import metrics
+from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, MetricsFileOpt, Output, count, human_bytes, open_state
 from usenetsync_cli.config import Config
 from usenetsync_cli.errors import ConfigError, NotFoundError, SourceChangedError, UploadIncompleteError, UsageError, UsenetSyncError
 from usenetsync_cli.nntp import ServerSpec
 from usenetsync_cli.pipeline.index import resolve_folder
+from usenetsync_cli.pipeline.poster import GROUP_REFUSED
 from usenetsync_cli.pipeline.ratelimit import parse_rate
 from usenetsync_cli.pipeline.upload import UploadOptions, UploadProgress, UploadSummary, upload_folder
 from usenetsync_cli.store import catalog, jobs
@@ -24,9 +25,9 @@ from usenetsync_cli.store.home import Home
 from usenetsync_cli.store.state import State
 
 
-# A 441 for the newsgroups themselves (INN: 'No valid newsgroups in "alt.binaries.x"'): every article meets it.
-_GROUP_REFUSED = re.compile(r"no valid newsgroup|newsgroups? .*(does not exist|not (allowed|found|exist|valid))"
-                            r"|unknown newsgroup|no such (news)?group", re.IGNORECASE)
+# A 441 for the newsgroups themselves: the posters stop at the first one (pipeline/upload.py raises
+# ConfigError); this catches one that reached the summary another way.
+_GROUP_REFUSED = GROUP_REFUSED
 
 def upload(
     path: Annotated[
@@ -71,6 +72,7 @@ def upload(
     ] = True,
     json_out: JsonOpt = False,
     lock_wait: LockWaitOpt = 0.0,
+    metrics_file: MetricsFileOpt = None,
 ) -> None:
     """Segment, encrypt, post and check every not-yet-posted part of an indexed folder.
 
@@ -99,20 +101,25 @@ def upload(
     """
     out = Output(json_out)
     rate = parse_rate(limit_rate) if limit_rate else None
+    if path is not None:
+        metrics.set_folder(path.resolve())  # a run that fails before the folder is found counts for it too
     with open_state(lock=True, lock_wait=lock_wait) as state:
         folder = _pick_folder(state, path, resume)
+        metrics.set_folder(folder.display_path)
         if new_epoch:
             epoch = catalog.new_epoch(state.catalog, folder.folder_id, "requested")
             out.emit("upload.epoch", epoch=epoch)
             out.say(f"new content is sealed under key epoch {epoch}")
             folder = catalog.get_folder_by_id(state.catalog, folder.folder_id) or folder
-        entries = Config.load(state.home).posting_servers(server)
+        cfg = Config.load(state.home)
+        entries = cfg.posting_servers(server)
         specs = []
         for e in entries:
             if connections:
                 e.connections = connections
             specs.append(e.spec())
-        opts = UploadOptions(servers=specs, limit_rate=rate or None, segment_size=segment_size, check=not no_check)
+        opts = UploadOptions(servers=specs, limit_rate=rate or None, segment_size=segment_size, check=not no_check,
+                             check_servers=[e.spec() for e in cfg.check_servers()])
         overlap = RecoveryOverlap(state.home, folder, specs[0], redundancy) if redundancy else None
         try:
             # SIGTERM raises KeyboardInterrupt here as anywhere in the run (entry.stop_signals).
@@ -123,6 +130,8 @@ def upload(
         finally:
             if overlap is not None:
                 overlap.stop()
+        metrics.uploaded(folder.display_path, bytes_posted=summary.bytes_posted, articles=summary.posted_now,
+                         complete=summary.complete)
         render(out, summary)
         groups = 0
         if summary.complete and redundancy:

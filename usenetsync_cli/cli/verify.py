@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, Output, count, open_state
+from usenetsync_cli import metrics
+from usenetsync_cli.cli.common import JsonOpt, LockWaitOpt, MetricsFileOpt, Output, count, open_state
 from usenetsync_cli.cli.share import try_publish
 from usenetsync_cli.cli.upload import run_backup
 from usenetsync_cli.config import Config
@@ -44,6 +45,7 @@ def verify(
     server: Annotated[Optional[str], typer.Option("--server", help="Check against this configured server (default: the first).")] = None,
     json_out: JsonOpt = False,
     lock_wait: LockWaitOpt = 0.0,
+    metrics_file: MetricsFileOpt = None,
 ) -> None:
     """STAT every article (pipelined), optionally read a sample, and repair what is missing.
 
@@ -69,7 +71,7 @@ def verify(
         cfg = Config.load(state.home)
         if not cfg.servers:
             raise ConfigError("no server is configured", hint="add one with `usenetsync server add NAME --host HOST`")
-        spec = (cfg.get(server) if server else next(iter(cfg.servers.values()))).spec()
+        spec = cfg.stat_server(server).spec()  # a check server when one is configured (another provider)
         if share:
             folder_ids = [get_share(state, share).folder_id]
         else:
@@ -81,6 +83,7 @@ def verify(
         for fid in folder_ids:
             folder = catalog.get_folder_by_id(state.catalog, fid)
             assert folder is not None
+            metrics.add_folder(folder.display_path)
             s = verify_folder(state, folder, spec, opts)
             _render(out, s)
             inconsistent += len(s.whole_files_failed)
@@ -96,8 +99,12 @@ def verify(
                 for problem in r.errors[:5]:
                     out.say(f"[yellow]warning:[/] {problem}")
                 lost_total += r.unrepairable
+                metrics.verified(folder.display_path, missing=bad, repairable=max(0, bad - r.unrepairable),
+                                 lost=r.unrepairable)
             elif bad:
                 missing_total += bad
+            if not (repair and (bad or interrupted)):  # without --repair every missing article is repairable (17)
+                metrics.verified(folder.display_path, missing=bad, repairable=bad, lost=0)
             index_lost = _check_share_indexes(out, state, fid, spec)
             if repair:
                 # Message-IDs changed (now, or in a repair that was interrupted before publishing),

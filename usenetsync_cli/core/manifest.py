@@ -172,6 +172,8 @@ class LayoutCheck:
         self.records = 0
         self.files = 0
         self.bytes = 0
+        self.dirs = 0  # D records and L records: the download's summary counts them apart from files
+        self.symlinks = 0
         self.problem: str | None = None
         self._pack_len: int | None = None
         self._ended = False
@@ -223,6 +225,10 @@ class LayoutCheck:
                 self.files += 1
             elif kind == "E":
                 self.files += 1
+            elif kind == "D":
+                self.dirs += 1
+            elif kind == "L":
+                self.symlinks += 1
             elif kind == "T":
                 self._ended = True
                 if int(rec[1]) != self.records:

@@ -261,7 +261,15 @@ class Connection:
         self._reader = Reader(self._recv_into)
         self._caps = None
         self._mode_reader_sent = False
-        resp = self._read_response()
+        try:
+            resp = self._read_response()
+        except NNTPTimeout as e:
+            if spec.tls:
+                raise
+            # A TLS port waits for our ClientHello while we wait for its greeting: the timeout is all we see.
+            e.hint = (f"no greeting from {spec.host}:{spec.port}: if this port speaks implicit TLS"
+                      " (usually 563), add --tls to the server; else check that the server is up")
+            raise
         if resp.code not in _OK_MODE:
             self._abort()
             raise_for(resp, "", ok=_OK_MODE, server=self._where)

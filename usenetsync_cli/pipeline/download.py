@@ -515,7 +515,7 @@ def download_records(
     t0 = time.monotonic()
     run = _Run(dest, reader, spec, opts, version, replaced_root, progress)
     run.survey(records())
-    pool = FetchPool([spec], opts.connections)
+    pool = FetchPool([spec], opts.connections, fill=opts.fill)
     try:
         pool.run(run.jobs(records()), run.handle, run.fail, run.tick)
         run.tick()

@@ -50,6 +50,7 @@ class DownloadOptions:
     keep_deleted: bool = False  # with sync: remove nothing
     keep_special_modes: bool = False
     xattrs: bool = False  # restore the user.* extended attributes the share carries
+    fill: tuple[Any, ...] = ()  # ServerSpecs of role fill: asked only for articles the server lacks
 
 
 @dataclass(eq=False)

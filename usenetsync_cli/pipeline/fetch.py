@@ -16,9 +16,13 @@ and ``job.server`` (name of the server of the current attempt); a handler
 may read both.
 
 ``FetchPool(specs, connections=None, *, window=8, retries=1, file_crc=False,
-connect=open_connection)``: N connections over one or more servers
+connect=open_connection, fill=())``: N connections over one or more servers
 (``connections`` total, spread round-robin over ``specs``; None: each spec's
-own ``connections``). Connections open lazily, when a worker first has work,
+own ``connections``). ``fill``: servers of role ``fill`` (each with its own
+``connections``), asked only for an article another server failed to give
+(430, a bad CRC, ...), as SABnzbd's and NZBGet's server priorities do: they
+take no new job while a server of ``specs`` is alive, and a job that used up
+its ``retries`` on ``specs`` still gets one try on a fill server. Connections open lazily, when a worker first has work,
 and stay open across runs until ``close()``. ``file_crc``: also read each
 ``=yend`` line for the whole-file ``crc32=`` of multi-part posts (one more C
 scan per receive; the NZB downloader wants it). ``connect`` opens (and logs
@@ -157,6 +161,7 @@ class FetchJob:
     server: str | None = None  # the server of the current (or last) attempt
     failed_slot: int = -1  # connection of the last failed attempt, -1 if none
     failed_server: str | None = None
+    fill_only: bool = False  # its retries on the primary servers are used up: a fill server's turn
 
 
 @dataclass
@@ -192,9 +197,10 @@ Failer = Callable[[FetchJob, str], None]
 class _Slot:
     """One connection of the pool; only its worker thread touches ``conn`` (and ``raw``)."""
 
-    def __init__(self, index: int, spec: ServerSpec) -> None:
+    def __init__(self, index: int, spec: ServerSpec, fill: bool = False) -> None:
         self.index = index
         self.spec = spec
+        self.fill = fill  # a fill server's: only jobs another server failed
         self.conn: Connection | None = None
         self.owned = True  # False: a borrowed connection, left open at close()
         self.opened = False
@@ -216,6 +222,7 @@ class FetchPool:
         retries: int = 1,
         file_crc: bool = False,
         connect: Callable[[ServerSpec], Connection] = open_connection,
+        fill: Sequence[ServerSpec] = (),
     ) -> None:
         if not specs:
             raise ValueError("FetchPool needs at least one server")
@@ -226,6 +233,8 @@ class FetchPool:
         else:
             order = [specs[i % len(specs)] for i in range(max(1, connections))]
         self.slots = [_Slot(i, s) for i, s in enumerate(order)]
+        for spec in fill:
+            self.slots.extend(_Slot(len(self.slots), spec, fill=True) for _ in range(spec.connections))
         self.window = max(1, min(window, 64))
         self.retries = max(0, retries)
         self.file_crc = file_crc
@@ -451,8 +460,20 @@ class FetchPool:
 
     # ------------------------------------------------------------------ worker threads
 
+    def _primary_alive(self) -> bool:
+        return any(s.alive and not s.fill for s in self.slots)
+
+    def _fill_alive(self) -> bool:
+        return any(s.alive and s.fill for s in self.slots)
+
     def _can_take(self, slot: _Slot, job: FetchJob) -> bool:
-        """A retry goes to another server if one is alive, else another connection, else this one."""
+        """A retry goes to another server if one is alive, else another connection, else this one.
+
+        A job whose tries on the other servers are used up waits for a fill server. (A fill server
+        takes no new job while another server is alive: ``_has_work``/``_take``.)
+        """
+        if job.fill_only and not slot.fill and self._fill_alive():
+            return False
         if job.failed_slot < 0:
             return True
         others = [s for s in self.slots if s.alive and s is not slot]
@@ -465,7 +486,8 @@ class FetchPool:
         return slot.index != job.failed_slot
 
     def _has_work(self, slot: _Slot) -> bool:
-        return bool(self._queue) or any(self._can_take(slot, j) for j in islice(self._retries, _RETRY_SCAN))
+        new = bool(self._queue) and (not slot.fill or not self._primary_alive())
+        return new or any(self._can_take(slot, j) for j in islice(self._retries, _RETRY_SCAN))
 
     def _take(self, slot: _Slot, n: int, sent: deque[FetchJob]) -> list[FetchJob]:
         """Up to ``n`` jobs for ``slot``: retries it may take first, then new ones."""
@@ -479,7 +501,7 @@ class FetchPool:
                     out.append(self._retries[i])
                     del self._retries[i]
                 out.reverse()
-            while len(out) < n and self._queue:
+            while len(out) < n and self._queue and (not slot.fill or not self._primary_alive()):
                 out.append(self._queue.popleft())
             if len(self._queue) <= self._qmax // 2:
                 self._main_cv.notify()
@@ -579,7 +601,10 @@ class FetchPool:
                     self._main_cv.notify()
                 return
             job.tries += 1
-            if job.tries <= self.retries:
+            # Tries used up on the primary servers: one more on a fill server, if one is alive.
+            to_fill = not slot.fill and not job.fill_only and job.tries > self.retries and self._fill_alive()
+            if job.tries <= self.retries or to_fill:
+                job.fill_only = job.fill_only or to_fill
                 job.failed_slot, job.failed_server = slot.index, slot.spec.name
                 self._retries.append(job)
                 slot.stats.retries += 1

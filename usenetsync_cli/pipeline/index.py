@@ -23,6 +23,12 @@ directory (first index) has no stored rows: no lookups, no seen-file.
 Unchanged files cost no write either way. Directories not seen in this run
 are swept at the end and their files marked deleted.
 
+Selection: the folder's stored rules (``--exclude`` and friends,
+core/excludes.py) are handed to the scanner, which never lists what they
+leave out; so a path excluded now but indexed before is not seen, and is
+marked deleted exactly like a file removed from disk (the next upload or
+share update drops it from the share; nothing on disk is touched).
+
 Memory: one batch of whole directories' rows, or one part plus one page
 (``DELETE_PAGE`` names) of a big directory, never a whole big directory;
 plus the writer's open batch (``batch_rows``).
@@ -51,6 +57,7 @@ from typing import Any
 
 import apsw
 
+from usenetsync_cli.core.excludes import Selection
 from usenetsync_cli.errors import InputPathError
 from usenetsync_cli.pipeline.scan import DirListing, ScanCounters, scan_tree
 from usenetsync_cli.store import catalog, db
@@ -105,6 +112,10 @@ class IndexSummary:
     special_skipped: int = 0
     special_samples: list[str] = field(default_factory=list)
     vanished: int = 0
+    excluded: int = 0  # files and directories left out by the folder's patterns (a directory counts once)
+    caches_skipped: int = 0  # directories with a valid CACHEDIR.TAG left out (--exclude-caches)
+    mounts_skipped: int = 0  # mount points not crossed (--one-file-system)
+    selection: dict[str, Any] = field(default_factory=dict)  # the rules this run applied
     warnings: int = 0
     warning_samples: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
@@ -148,24 +159,28 @@ def index_folder(
     *,
     follow_symlinks: bool = False,
     xattrs: bool | None = None,
+    selection: Selection | None = None,
     progress: ProgressFn | None = None,
     clock: Callable[[], float] = time.monotonic,
     batch_rows: int = 50_000,
 ) -> IndexSummary:
     """Merge a scan of ``path`` into the state. ``xattrs``: carry ``user.*`` extended attributes;
-    None keeps what the folder was indexed with last (the choice is stored with the folder)."""
+    None keeps what the folder was indexed with last (the choice is stored with the folder).
+    ``selection``: what to leave out; None applies the folder's stored rules, a value replaces them for good."""
     root = resolve_folder(path)
     root_b = os.fsencode(root)
     cat = state.catalog
     folder = catalog.get_or_create_folder(cat, root_b)
     xattrs = catalog.folder_xattrs(cat, folder.folder_id, xattrs)
+    selection = catalog.folder_selection(cat, folder.folder_id, selection)
     run_id = catalog.start_run(cat, "index", folder.folder_id)
-    summary = IndexSummary(folder=str(root), folder_id=folder.folder_id)
+    summary = IndexSummary(folder=str(root), folder_id=folder.folder_id, selection=selection.to_dict())
     counters = ScanCounters()
     writer = BatchWriter(state, max_rows=batch_rows, clock=clock)
     t0 = clock()
     try:
-        _merge(state, writer, folder, run_id, root_b, summary, counters, follow_symlinks, xattrs, progress, clock, t0)
+        _merge(state, writer, folder, run_id, root_b, summary, counters, follow_symlinks, xattrs, selection, progress,
+               clock, t0)
         writer.flush()
         _sweep_unseen_dirs(state, folder, run_id, summary)
     except BaseException as e:
@@ -177,6 +192,9 @@ def index_folder(
     summary.special_skipped = counters.special
     summary.special_samples = counters.special_samples
     summary.vanished = counters.vanished
+    summary.excluded = counters.excluded
+    summary.caches_skipped = counters.caches
+    summary.mounts_skipped = counters.mounts
     summary.warnings = counters.warnings
     summary.warning_samples = counters.warning_samples
     summary.elapsed_s = clock() - t0
@@ -202,6 +220,7 @@ def _merge(
     counters: ScanCounters,
     follow_symlinks: bool,
     xattrs: bool,
+    selection: Selection,
     progress: ProgressFn | None,
     clock: Callable[[], float],
     t0: float,
@@ -210,7 +229,8 @@ def _merge(
     nfiles = 0
     big: _BigDir | None = None
     try:
-        for listing in scan_tree(root_b, counters, follow_symlinks=follow_symlinks, xattrs=xattrs):
+        for listing in scan_tree(root_b, counters, follow_symlinks=follow_symlinks, xattrs=xattrs,
+                                 selection=selection):
             if listing.part == 0 and listing.last:
                 batch.append(listing)
                 nfiles += len(listing.files)

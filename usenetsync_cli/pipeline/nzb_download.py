@@ -854,12 +854,14 @@ def download_nzb(
     connections: int | None = None,
     progress: ProgressFn | None = None,
     clock: Callable[[], float] = time.monotonic,
+    fill: list[ServerSpec] | None = None,
 ) -> NzbSummary:
     """Download every file of a parsed NZB into ``dest`` (created if missing).
 
     ``specs``: servers to read from; a failed article is retried on another
     server when there is one. ``connections``: total connections, spread
     over ``specs`` round-robin (default: each spec's own ``connections``).
+    ``fill``: servers asked only for the articles ``specs`` lack (role fill).
     ``progress`` is called from this thread. Damaged files are reported in
     the summary, not raised; see the module docstring for what raises.
     """
@@ -874,7 +876,7 @@ def download_nzb(
         raise InputPathError(f"cannot create the destination {dest}: {e.strerror or e}") from None
     if not dest.is_dir():
         raise InputPathError(f"the destination {dest} is not a folder")
-    pool = FetchPool(specs, connections, window=_WINDOW, file_crc=True)
+    pool = FetchPool(specs, connections, window=_WINDOW, file_crc=True, fill=fill or ())
     try:
         return _Download(files, dest, pool, progress, clock).run()
     finally:

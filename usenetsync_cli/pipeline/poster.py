@@ -12,6 +12,11 @@ Answers and what they cause:
   (our earlier post whose answer was lost; counts as posted), absent ->
   ``burnt`` (the ID is remembered but the article is gone: re-post under
   attempt+1).
+- 441 for the newsgroups themselves (INN: 'No valid newsgroups in "x"'):
+  every article would meet it, so the pool stops at the first one (``stop``
+  is set, ``group_refused`` holds the answer): no further article is posted,
+  and the refused one gets no result (it stays ``planned`` for a run with a
+  group the server carries).
 - other 441: ``rejected`` (policy/headers; retrying the same bytes will not
   help).
 - 400 / 503 / timeouts / resets: reconnect after exponential backoff (never
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import queue
 import random
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +51,10 @@ from usenetsync_cli.pipeline.encode import Work
 from usenetsync_cli.pipeline.ratelimit import TokenBucket
 
 END = object()  # sentinel: no more articles in this round
+
+# A 441 for the newsgroups themselves (INN: 'No valid newsgroups in "alt.binaries.x"'): every article meets it.
+GROUP_REFUSED = re.compile(r"no valid newsgroup|newsgroups? .*(does not exist|not (allowed|found|exist|valid))"
+                           r"|unknown newsgroup|no such (news)?group", re.IGNORECASE)
 
 
 @dataclass(slots=True)
@@ -88,6 +98,7 @@ class PosterPool:
         self._threads: list[threading.Thread] = []
         self.alive: dict[str, int] = {s.name: 0 for s in specs}
         self.server_errors: dict[str, NNTPError] = {}
+        self.group_refused: tuple[ServerSpec, PostRejected] | None = None  # the first such 441: the pool stopped
         self.retries = 0
         self.reconnects = 0
 
@@ -171,6 +182,13 @@ class PosterPool:
                 self._emit(item, "duplicate" if present else "burnt")
                 return conn, True
             except PostRejected as e:
+                if GROUP_REFUSED.search(str(e)):
+                    # Every article would be refused the same way: stop every connection now.
+                    with self._lock:
+                        if self.group_refused is None:
+                            self.group_refused = (spec, e)
+                    self.stop.set()
+                    return conn, False
                 self._emit(item, "rejected", error=str(e))
                 return conn, True
             except TooManyConnections as e:

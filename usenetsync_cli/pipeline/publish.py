@@ -41,7 +41,7 @@ from usenetsync_cli.core.shareid import signer_of
 from usenetsync_cli.errors import UploadIncompleteError, UsenetSyncError
 from usenetsync_cli.nntp import Connection, DuplicateArticle, ServerSpec
 from usenetsync_cli.pipeline.poster import open_connection
-from usenetsync_cli.pipeline.publish_index import IndexPosting, known_layout, post_index
+from usenetsync_cli.pipeline.publish_index import IndexPosting, index_chunk_ids, known_layout, post_index
 from usenetsync_cli.pipeline.share_index import root_at
 from usenetsync_cli.store import catalog
 from usenetsync_cli.store.db import keyset_pages
@@ -237,6 +237,8 @@ class Published:
     records: int
     files: int = 0
     bytes: int = 0
+    dirs: int = 0  # folders (D records) and symlinks (L records), as the download's summary counts them
+    symlinks: int = 0
     # Files left out because they kept changing and were never read consistently (relative paths).
     skipped: list[str] = field(default_factory=list)
     # Files published at their last consistent content although they changed since.
@@ -302,13 +304,14 @@ def publish_version(
         if unchanged is not None and digest == unchanged:
             return Published(version=version - 1, parts=0, index_bytes=0, records=check.records, skipped=skipped,
                              unstable=held, files=check.files, bytes=check.bytes, digest=digest, unchanged=True)
+        chunk_ids = index_chunk_ids(spool)  # minutes at millions of files: not on an idle connection
         conn = open_connection(spec)
         try:
             known, packs = known_layout(state.catalog, secrets.share_pk) if secrets.share_pk else ({}, {})
             posting = post_index(
                 conn, lambda mid, payload: post_article(conn, mid, payload, spec.groups, WireNames.fresh()), spool,
                 share_key=secrets.share_key, locator_key=secrets.locator_key, known=known,
-                packs=packs,
+                packs=packs, chunk_ids=chunk_ids,
             )
             missing = [m for m, ok in conn.stat_many(posting.posted_ids) if not ok]
             if missing:
@@ -326,7 +329,8 @@ def publish_version(
                 conn.quit()
                 return Published(version=v, parts=len(posting.posted_ids), index_bytes=posting.bytes_posted,
                                  records=check.records, skipped=skipped, unstable=held, files=check.files,
-                                 bytes=check.bytes, posting=posting, digest=digest)
+                                 bytes=check.bytes, posting=posting, digest=digest, dirs=check.dirs,
+                                 symlinks=check.symlinks)
         finally:
             conn.close()
     raise NotUploadedError(

@@ -263,6 +263,15 @@ def _block_size(max_sealed: int) -> int:
     return (max_sealed + 3) // 4 * 4  # PAR2 slice sizes are multiples of 4
 
 
+def can_rebuild(missing: int, recovery_available: int) -> bool:
+    """A group's repair rule: each member is one PAR2 source block, so each lost member costs one recovery block.
+
+    The rebuild (``_rebuild``) and the reader's availability check
+    (pipeline/availability.py) both decide by it.
+    """
+    return missing <= recovery_available
+
+
 def _recovery_count(n: int, pct: int) -> int:
     return max(1, math.ceil(n * pct / 100)) if pct > 0 else 0
 
@@ -853,7 +862,7 @@ def _rebuild(link: _Link, ctx: FolderContext, layout: GroupLayout, missing: set[
         if not gone:
             return out
         need = len(gone)
-        if need > len(layout.recovery):
+        if not can_rebuild(need, len(layout.recovery)):
             raise NotRecoverableError(layout.group_id, shard, need, len(layout.recovery), total)
         # 2. Recovery articles, in order, until ``need`` authentic ones are in hand: GCM
         #    proves each intact, so par2 can use every one. All go into one .par2 file
@@ -879,7 +888,7 @@ def _rebuild(link: _Link, ctx: FolderContext, layout: GroupLayout, missing: set[
                         fetched["good"] += 1
 
         fetch(need)
-        if fetched["good"] < need:
+        if not can_rebuild(need, fetched["good"]):
             raise NotRecoverableError(layout.group_id, shard, need, fetched["good"], total)
         # 3. par2 writes the absent files. Without sealed hashes (a reader's layout) a
         #    re-sealed survivor shows up only here, as one more damaged file: then use

@@ -17,6 +17,13 @@ Invariants:
 - Paths are bytes end to end, so names that are not UTF-8 round-trip.
 - Symlinks are recorded, not followed, unless ``follow_symlinks``; then
   directories are identified by (st_dev, st_ino) so a loop is visited once.
+- Exclusions (``selection``, core/excludes.py) are decided before a
+  directory is entered: an excluded directory, a cache directory
+  (``--exclude-caches``: a valid ``CACHEDIR.TAG``, left out whole, the tag
+  too) is never listed nor stat'ed below, so an unreadable or huge one costs
+  one lstat. With ``one_file_system`` a directory on another device than the
+  root (a mount point) is yielded as an empty directory and not entered.
+  The root itself is always scanned.
 - Nothing here is fatal: an unreadable directory or file is a warning; a
   file that vanishes between listing and stat is counted, not reported;
   special files (FIFOs, sockets, devices) are skipped and counted.
@@ -27,6 +34,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+
+from usenetsync_cli.core.excludes import CACHEDIR_SIGNATURE, CACHEDIR_TAG, Selection, crosses_device, is_cachedir_tag
 
 S_IFMT = 0o170000
 S_IFREG = 0o100000
@@ -63,6 +72,9 @@ class ScanCounters:
     vanished: int = 0
     warnings: int = 0
     loops: int = 0
+    excluded: int = 0  # files and directories left out by patterns (a directory counts once)
+    caches: int = 0  # cache directories left out (--exclude-caches)
+    mounts: int = 0  # mount points not crossed (--one-file-system)
     warning_samples: list[str] = field(default_factory=list)
     special_samples: list[str] = field(default_factory=list)  # a few skipped sockets, FIFOs, devices
 
@@ -104,22 +116,38 @@ def scan_tree(
     follow_symlinks: bool = False,
     xattrs: bool = False,
     scandir: Callable[[bytes], object] = os.scandir,
+    selection: Selection | None = None,
 ) -> Iterator[DirListing]:
     """Yield the ``DirListing`` parts of each directory below (and including) ``root``.
 
-    A directory of at most ``CHUNK_ENTRIES`` files is one part (``part=0, last=True``)."""
+    A directory of at most ``CHUNK_ENTRIES`` files is one part (``part=0, last=True``).
+    ``selection``: what to leave out (see the module docstring)."""
     chunk = CHUNK_ENTRIES
     st = os.stat(root)
+    root_dev = st.st_dev
     visited: set[tuple[int, int]] = {(st.st_dev, st.st_ino)} if follow_symlinks else set()
-    stack: list[tuple[bytes, int, int]] = [(b"", st.st_mode, st.st_mtime_ns)]
+    stack: list[tuple[bytes, int, int, int]] = [(b"", st.st_mode, st.st_mtime_ns, st.st_dev)]
+    # None when there is nothing to match: the per-entry loop then costs nothing more.
+    match = selection.matcher.matches if selection is not None and selection.matcher else None
+    caches = selection is not None and selection.exclude_caches
+    one_fs = selection is not None and selection.one_file_system
     sep = b"/"
     # Locals, not globals, in the per-entry loop: it runs millions of times.
     ifmt, ifreg, ifdir, iflnk, kind_file = S_IFMT, S_IFREG, S_IFDIR, S_IFLNK, KIND_FILE
     while stack:
-        rel, dmode, dmtime = stack.pop()
+        rel, dmode, dmtime, ddev = stack.pop()
         full = root + sep + rel if rel else root
+        if rel and one_fs and crosses_device(root_dev, ddev):
+            # A mount point: kept as an empty directory (it is where the other file system goes).
+            counters.dirs += 1
+            counters.mounts += 1
+            yield DirListing(rel, dmode, dmtime, [], 0, True)
+            continue
+        if rel and caches and _cache_tagged(full):
+            counters.caches += 1
+            continue
         files: list[FileEntry] = []
-        subdirs: list[tuple[bytes, int, int]] = []
+        subdirs: list[tuple[bytes, int, int, int]] = []
         try:
             it = scandir(full)
         except FileNotFoundError:
@@ -144,6 +172,11 @@ def scan_tree(
                         continue
                     m = est.st_mode
                     fmt = m & ifmt
+                    # A followed symlink's kind is known only after following it: _symlink matches it.
+                    if match is not None and (fmt == ifreg or fmt == ifdir or (fmt == iflnk and not follow_symlinks)) \
+                            and match(rel + sep + entry.name if rel else entry.name, fmt == ifdir):
+                        counters.excluded += 1
+                        continue
                     if fmt == ifreg:
                         append((entry.name, kind_file, est.st_size, est.st_mtime_ns, est.st_ctime_ns, est.st_ino, m, None,
                                 est.st_nlink, xattr_blob(entry.path) if xattrs else None))
@@ -153,9 +186,9 @@ def scan_tree(
                             del files[:chunk]  # same list: ``append`` stays bound to it
                             part += 1
                     elif fmt == ifdir:
-                        subdirs.append((_join(rel, entry.name), m, est.st_mtime_ns))
+                        subdirs.append((_join(rel, entry.name), m, est.st_mtime_ns, est.st_dev))
                     elif fmt == iflnk:
-                        _symlink(entry, rel, est, files, subdirs, counters, follow_symlinks, visited)
+                        _symlink(entry, rel, est, files, subdirs, counters, follow_symlinks, visited, match)
                         if len(files) > chunk:
                             yield DirListing(rel, dmode, dmtime, files[:chunk], part, False)
                             del files[:chunk]
@@ -185,15 +218,25 @@ def scan_tree(
             stack.extend(subdirs)
 
 
+def _cache_tagged(full: bytes) -> bool:
+    """Whether the directory holds a ``CACHEDIR.TAG`` that starts with the signature."""
+    try:
+        with open(full + b"/" + CACHEDIR_TAG, "rb") as f:
+            return is_cachedir_tag(f.read(len(CACHEDIR_SIGNATURE)))
+    except OSError:
+        return False  # no tag (the common case), or unreadable: then the directory is not a cache
+
+
 def _symlink(
     entry: os.DirEntry[bytes],
     rel: bytes,
     lst: os.stat_result,
     files: list[FileEntry],
-    subdirs: list[tuple[bytes, int, int]],
+    subdirs: list[tuple[bytes, int, int, int]],
     counters: ScanCounters,
     follow: bool,
     visited: set[tuple[int, int]],
+    match: Callable[[bytes, bool], bool] | None = None,
 ) -> None:
     name = entry.name
     if follow:
@@ -203,13 +246,16 @@ def _symlink(
             counters.warn(f"broken symlink {os.fsdecode(entry.path)} skipped")
             return
         fmt = tst.st_mode & S_IFMT
+        if match is not None and match(_join(rel, name), fmt == S_IFDIR):
+            counters.excluded += 1
+            return
         if fmt == S_IFREG:
             files.append(
                 (name, KIND_FILE, tst.st_size, tst.st_mtime_ns, tst.st_ctime_ns, tst.st_ino, tst.st_mode, None, tst.st_nlink,
                  None)
             )
         elif fmt == S_IFDIR:
-            subdirs.append((_join(rel, name), tst.st_mode, tst.st_mtime_ns))
+            subdirs.append((_join(rel, name), tst.st_mode, tst.st_mtime_ns, tst.st_dev))
         else:
             counters.special += 1
         return

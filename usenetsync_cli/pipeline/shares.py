@@ -193,7 +193,7 @@ def publish(state: State, share: Share, identity: Identity, spec: ServerSpec, *,
     if result.unchanged:
         return result
     check = {"version": result.version, "records": result.records, "files": result.files, "bytes": result.bytes,
-             "resolved": True, "held": len(result.unstable), "skipped": len(result.skipped),
+             "symlinks": result.symlinks, "dirs": result.dirs, "resolved": True, "held": len(result.unstable), "skipped": len(result.skipped),
              "checked_ns": time.time_ns()}
     with state.catalog:
         state.catalog.execute(

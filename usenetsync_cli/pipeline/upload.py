@@ -101,6 +101,10 @@ class UploadOptions:
     max_attempts: int = 3
     max_rounds: int = 4
     check: bool = True
+    # Role ``check`` servers (Nyuu's --check-host): the post-check STATs on the first of them instead of
+    # the posting server, so an article is confirmed by another provider than the one that took it.
+    # Never posted to.
+    check_servers: list[ServerSpec] = field(default_factory=list)
     check_delay: float = 0.0  # before the first STAT look; a miss is looked at again after recheck_delay
     recheck_delay: float = 2.0
     # Repair: post only segments already set back to planned; never re-plan,
@@ -238,6 +242,8 @@ def upload_folder(
                     break
         finally:
             checker.close()
+            if run.stat_conn is not None:
+                run.stat_conn.close()
         if not opts.repair:
             settled = settle_folder(state, folder, ctx, opts.servers[0], after_upload=True)
             summary.unstable = settled.unstable
@@ -257,8 +263,10 @@ def upload_folder(
         _finish(state, folder, summary, clock() - t0)
         jobs.finish(state.catalog, job_id, "incomplete", summary.to_dict())
         catalog.finish_run(state.catalog, run_id, "failed", summary.to_dict())
+        resume = f"run `usenetsync upload {folder.display_path} --resume`"
+        own = vars(e).get("hint")  # set where the cause is known (e.g. a plain connection to a TLS port)
         raise NetworkError(
-            f"{e}; progress is saved", hint=f"check the server, then run `usenetsync upload {folder.display_path} --resume`"
+            f"{e}; progress is saved", hint=f"{own}, then {resume}" if own else f"check the server, then {resume}"
         ) from None
     except BaseException:
         _finish(state, folder, summary, clock() - t0)
@@ -345,6 +353,7 @@ class _Run:
         self.t0 = t0
         self.bucket = TokenBucket(opts.limit_rate) if opts.limit_rate else None
         self._last_progress = 0.0
+        self.stat_conn: Connection | None = None  # to the check server, when there is one
         self.replan_needed = False  # this round saw a source change: plan again before stopping
 
     # ------------------------------------------------------------ connections
@@ -509,6 +518,15 @@ class _Run:
             round_stop.set()
             self._drain(writer, results_q, pool, threads)
             writer.flush()
+            if pool.group_refused is not None:
+                # Retrying (--resume) meets the same 441 forever: the configuration has to change.
+                spec, err = pool.group_refused
+                raise ConfigError(
+                    f"server {spec.name} refuses the newsgroup(s) {', '.join(spec.groups) or '?'}: {err};"
+                    " nothing more was posted, progress is saved",
+                    hint=f"give a group it carries: `usenetsync server add {spec.name} --host {spec.host} --group GROUP"
+                    f" --replace` (`usenetsync server test {spec.name}` checks it), then upload again",
+                )
             errs = "; ".join(f"{name}: {e}" for name, e in pool.server_errors.items())
             first = next(iter(pool.server_errors.values()), None)
             if isinstance(first, NNTPError) and not first.retryable:
@@ -638,21 +656,31 @@ class _Run:
     # ------------------------------------------------------------ checking
 
     def check_round(self, rnd: int, checker: Connection) -> Connection:
-        """STAT what this round posted (after ``check_delay``), reconnecting once if needed."""
+        """STAT what this round posted (after ``check_delay``), reconnecting once if needed.
+
+        On the check server when one is configured (``stat_conn``; ``checker`` is then returned as it
+        is), else on the posting server's ``checker`` (returned, reconnected if it had to be).
+        """
         if self.opts.check_delay > 0:
             self.stop.wait(self.opts.check_delay)
+        other = bool(self.opts.check_servers)
+        spec = self.opts.check_servers[0] if other else self.opts.servers[0]
+        conn = self.stat_conn if other else checker
         for attempt in range(2):
             try:
-                if checker.closed:
-                    checker = open_connection(self.opts.servers[0])
+                if conn is None or conn.closed:
+                    conn = open_connection(spec)
+                    if other:
+                        self.stat_conn = conn
                 cs = check_posted(
-                    self.state, self.folder.folder_id, self.ctx, checker, max_attempts=self.opts.max_attempts,
+                    self.state, self.folder.folder_id, self.ctx, conn, max_attempts=self.opts.max_attempts,
                     recheck_delay=self.opts.recheck_delay,
                 )
                 self.s.reposted += cs.requeued
-                return checker
+                break
             except NNTPError as e:
-                checker.close()
+                if conn is not None:
+                    conn.close()
                 if attempt or not e.retryable:
                     raise
-        return checker
+        return checker if other or conn is None else conn

@@ -20,6 +20,8 @@ from typing import Any
 
 import apsw
 
+from usenetsync_cli.core.excludes import Selection
+
 
 @dataclass(frozen=True)
 class Folder:
@@ -113,6 +115,16 @@ def folder_xattrs(conn: apsw.Connection, folder_id: int, wanted: bool | None) ->
         return wanted
     rows = conn.execute("SELECT xattrs FROM folders WHERE folder_id=?", (folder_id,)).fetchall()
     return bool(rows and rows[0][0])
+
+
+def folder_selection(conn: apsw.Connection, folder_id: int, wanted: Selection | None) -> Selection:
+    """What ``index`` leaves out of this folder; ``wanted`` (not None) replaces the stored rules for good."""
+    if wanted is not None:
+        with conn:
+            conn.execute("UPDATE folders SET selection=? WHERE folder_id=?", (wanted.to_json(), folder_id))
+        return wanted
+    rows = conn.execute("SELECT selection FROM folders WHERE folder_id=?", (folder_id,)).fetchall()
+    return Selection.from_json(rows[0][0] if rows else None)
 
 
 def list_folders(conn: apsw.Connection) -> Iterator[Folder]:

@@ -186,6 +186,11 @@ CATALOG_MIGRATIONS: list[Migration] = [
     """
     ALTER TABLE folders ADD COLUMN planned_epoch INTEGER;
     """,
+    # v10: what `index` leaves out of the folder (`--exclude`, `--exclude-caches`, `--one-file-system`), kept
+    # for later runs: JSON of core.excludes.Selection, NULL for nothing (every folder made before).
+    """
+    ALTER TABLE folders ADD COLUMN selection TEXT;
+    """,
 ]
 
 SHARD_MIGRATIONS: list[Migration] = [

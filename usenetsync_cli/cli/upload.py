@@ -25,10 +25,6 @@ from usenetsync_cli.store.home import Home
 from usenetsync_cli.store.state import State
 
 
-# A 441 for the newsgroups themselves: the posters stop at the first one (pipeline/upload.py raises
-# ConfigError); this catches one that reached the summary another way.
-_GROUP_REFUSED = GROUP_REFUSED
-
 def upload(
     path: Annotated[
         Optional[Path],
@@ -147,7 +143,9 @@ def upload(
             f" {first}; shares keep their last consistent content",
             hint=f"run `usenetsync upload {summary.folder}` again once they are no longer being written",
         )
-    refused = next((e for e in summary.errors if _GROUP_REFUSED.search(e)), None)
+    # The posters stop at the first such 441 (pipeline/upload.py raises ConfigError); this catches one that
+    # reached the summary by another path (a post-check re-post, recovery articles).
+    refused = next((e for e in summary.errors if GROUP_REFUSED.search(e)), None)
     if not summary.complete and refused is not None:
         # Every article is refused the same way: retrying (--resume) cannot help, the configuration can.
         groups = ", ".join(specs[0].groups) if specs else "?"

@@ -346,11 +346,13 @@ def check_version(conn: Connection, identity: Identity, entry: FolderEntry, vers
         if len(batch) >= 2048:
             flush()
     flush()
+    from usenetsync_cli.pipeline.recovery import can_rebuild  # the rebuild's own rule, as download --check uses
+
     health = VersionHealth(version, articles=len(data) + sum(len(g.recovery) for g in groups), missing=len(missing))
     covered: set[tuple[int, int]] = set()
     for g in groups:
         lost = [k for k in g.members if data.get(k) in missing]
-        if len(lost) + sum(1 for r in g.recovery if r in missing) <= len(g.recovery):
+        if can_rebuild(len(lost), sum(1 for r in g.recovery if r not in missing)):
             covered.update(lost)
     health.unrecoverable = sum(1 for k, mid in data.items() if mid in missing and k not in covered)
     return health

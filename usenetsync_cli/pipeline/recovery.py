@@ -266,8 +266,8 @@ def _block_size(max_sealed: int) -> int:
 def can_rebuild(missing: int, recovery_available: int) -> bool:
     """A group's repair rule: each member is one PAR2 source block, so each lost member costs one recovery block.
 
-    The rebuild (``_rebuild``) and the reader's availability check
-    (pipeline/availability.py) both decide by it.
+    The rebuild (``_rebuild``), the reader's availability check
+    (pipeline/availability.py) and ``backups --check`` (backup_read.check_version) all decide by it.
     """
     return missing <= recovery_available
 
